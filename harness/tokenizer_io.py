@@ -1,0 +1,99 @@
+"""Saving and loading tokenizer (VQVAE) files together with the constructor kwargs that rebuild them.
+
+Our tokenizer files are official-format state dicts in safetensors with the kwargs in the file's metadata
+(``vqvae_kwargs``, JSON), so a run directory needs nothing but the path to rebuild its tokenizer. Official ``.pth``
+files carry no kwargs; for those the config's ``tokenizer.kwargs`` must be given.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ConfigError, TokenizerRef
+
+# kwargs of VQVAE that change its behaviour or shapes; a tokenizer file records all of them
+KWARG_NAMES = ("vocab_size", "z_channels", "ch", "ch_mult", "share_quant_resi", "v_patch_nums", "beta",
+               "using_znorm", "quant_conv_ks", "quant_resi", "default_qresi_counts", "dropout")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def vqvae_kwargs_of(vae) -> dict[str, Any]:
+    q = vae.quantize
+    phi = q.quant_resi
+    share = 0 if type(phi).__name__ == "PhiNonShared" else 1 if type(phi).__name__ == "PhiShared" else len(phi.qresi_ls)
+    return {"vocab_size": vae.vocab_size, "z_channels": vae.Cvae, "ch": vae.ch, "ch_mult": list(vae.ch_mult),
+            "share_quant_resi": share, "v_patch_nums": list(vae.v_patch_nums), "beta": q.beta,
+            "using_znorm": q.using_znorm, "quant_conv_ks": vae.quant_conv.kernel_size[0],
+            "quant_resi": _quant_resi_of(phi)}
+
+
+def _quant_resi_of(phi) -> float:
+    for module in phi.modules():
+        if hasattr(module, "resi_ratio"):
+            return float(module.resi_ratio)
+    return 0.0
+
+
+def save_tokenizer(vae, path: Path, extra_metadata: dict[str, Any] | None = None) -> str:
+    """Write the VQVAE state dict + kwargs atomically; returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"vqvae_kwargs": json.dumps(vqvae_kwargs_of(vae)), "format": "varscale-vqvae/1"}
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = json.dumps(value)
+    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return file_sha256(path)
+
+
+def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"tokenizer file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        kwargs = json.loads(meta["vqvae_kwargs"]) if "vqvae_kwargs" in meta else None
+        return load_file(str(path)), kwargs
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state, None
+
+
+def load_tokenizer(ref: TokenizerRef, device: str | torch.device = "cpu"):
+    """Build the frozen VQVAE of ``ref``; returns ``(vae, resolved_ref)`` with sha256 and kwargs filled in."""
+    from models import VQVAE
+
+    path = Path(ref.path)
+    sha = file_sha256(path) if path.is_file() else None
+    if ref.sha256 and sha != ref.sha256:
+        raise ConfigError(f"tokenizer {path} has sha256 {sha}, but the config expects {ref.sha256}")
+    state, file_kwargs = read_state_and_kwargs(path)
+    kwargs = ref.kwargs if ref.kwargs is not None else file_kwargs
+    if kwargs is None:
+        raise ConfigError(f"tokenizer {path} records no constructor kwargs; give tokenizer.kwargs in the config")
+    unknown = sorted(set(kwargs) - set(KWARG_NAMES))
+    if unknown:
+        raise ConfigError(f"tokenizer.kwargs has unknown key {unknown[0]!r}; allowed: {', '.join(KWARG_NAMES)}")
+    vae = VQVAE(**kwargs, test_mode=True)
+    vae.load_state_dict(state, strict=True)
+    vae.to(device)
+    return vae, TokenizerRef(path=str(path.resolve()), sha256=sha, kwargs=dict(kwargs))
