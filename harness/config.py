@@ -70,13 +70,12 @@ class TrainConfig:
 
     tokenizer: TokenizerRef = field(default_factory=TokenizerRef)
     data: DataConfig = field(default_factory=DataConfig)
-    # model: the official depth rule (width 64*depth, heads = depth) unless width/heads are given
-    depth: int = 2
-    width: int | None = None
-    heads: int | None = None
-    shared_aln: bool = False
+    # model: a preset of models.registry (VAR-d<N>: width 64N; VAR-mini-d<N>: width 32N; N heads)
+    model: str = "VAR-mini-d2"
+    width_per_depth: int | None = None  # None: the preset's
+    shared_aln: bool | None = None  # None: the preset's
     attn_l2_norm: bool = True
-    drop_path_rate: float | None = None  # None: official 0.1*depth/24
+    drop_path_rate: float | None = None  # None: the preset's (official 0.1*depth/24)
     init_adaln: float = 0.5
     init_adaln_gamma: float = 1e-5
     init_head: float = 0.02
@@ -111,11 +110,16 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        for name in ("depth", "total_steps", "batch_size", "grad_accum", "eval_images", "eval_batch_size"):
+        for name in ("total_steps", "batch_size", "grad_accum", "eval_images", "eval_batch_size"):
             _check_positive(name, getattr(self, name))
-        for name in ("width", "heads"):
-            if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
+        if self.width_per_depth is not None:
+            _check_positive("width_per_depth", self.width_per_depth)
+        from models.registry import var_spec
+
+        try:
+            var_spec(self.model)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         for name in ("base_lr", "weight_decay", "grad_clip", "init_adaln", "init_adaln_gamma", "init_head"):
@@ -274,6 +278,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
