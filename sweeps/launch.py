@@ -1,0 +1,273 @@
+"""``varscale sweep submit``: expand a spec, prepare run directories, submit what is neither done nor in flight.
+
+SLURM: the points that share resources go out as one job array (``executor.batch()``), ``array_parallelism`` of
+them at once. Local: submitit's local executor, as many processes at once as the CPUs allow, and the command
+stays in the foreground until the sweep is done (a local job belongs to the shell that started it). The
+executor is always named explicitly: submitit's AutoExecutor would otherwise pick SLURM whenever ``srun`` is on
+PATH, even with no cluster behind it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from harness.config import atomic_write_text, save_json
+from sweeps.job import PointJob
+from sweeps.points import Point, expand, path_problems
+from sweeps.spec import Resources, SpecError, SweepSpec
+from sweeps.state import SweepState, locked_state
+from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
+
+
+@dataclass
+class SubmitReport:
+    submitted: list[str] = field(default_factory=list)  # point ids
+    job_ids: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # point id -> state that kept it from submission
+    final: list[PointStatus] = field(default_factory=list)  # local runs and --wait: states at the end
+
+
+def _note_points(state: SweepState, spec: SweepSpec, points: list[Point]) -> None:
+    state.data.update(sweep=spec.name, spec=str(spec.path.absolute()), executor=spec.executor)
+    for p in points:
+        state.note_point(p.id, p.axes, p.run_dir, p.depth)
+
+
+def plan(spec: SweepSpec, retry_failed: bool = False) -> tuple[list[Point], list[PointStatus], list[Point]]:
+    """Points of the spec, their current status, and those a submit would send."""
+    points = expand(spec)
+    state = SweepState.load(spec.sweep_dir)
+    _note_points(state, spec, points)  # in memory only: status needs run_dir for points never submitted
+    statuses = sweep_status(state, [p.id for p in points])
+    retry = FAILED_LIKE | {"FAILED"} if retry_failed else set()
+    todo = [p for p, st in zip(points, statuses) if st.state == "NEW" or st.state in retry]
+    return points, statuses, todo
+
+
+def _group_by_resources(points: list[Point]) -> list[tuple[Resources, list[Point]]]:
+    groups: dict[str, tuple[Resources, list[Point]]] = {}
+    for p in points:
+        groups.setdefault(repr(p.resources), (p.resources, []))[1].append(p)
+    return list(groups.values())
+
+
+def _parallelism(spec: SweepSpec, resources: Resources) -> int:
+    if spec.array_parallelism is not None:
+        return spec.array_parallelism
+    if spec.executor == "slurm":
+        return 256
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // (resources.cpus_per_task * resources.tasks_per_node))
+
+
+def sbatch_lines(spec: SweepSpec, resources: Resources, count: int) -> list[str]:
+    """The #SBATCH lines submitit writes for this group (for --dry-run)."""
+    # submitit's own renderer, so the dry run shows exactly what sbatch will get
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    native: dict[str, Any] = {"job_name": spec.name, "time": resources.timeout_min, "nodes": resources.nodes,
+                              "ntasks_per_node": resources.tasks_per_node, "cpus_per_task": resources.cpus_per_task,
+                              "signal_delay_s": resources.signal_delay_s,
+                              "array_parallelism": _parallelism(spec, resources)}
+    if resources.gpus_per_node:
+        native["gpus_per_node"] = resources.gpus_per_node
+    if resources.mem_gb is not None:
+        mem = resources.mem_gb
+        native["mem"] = f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
+    for name in ("partition", "account", "qos", "constraint"):
+        if getattr(resources, name) is not None:
+            native[name] = getattr(resources, name)
+    if resources.sbatch_extra:
+        native["additional_parameters"] = dict(resources.sbatch_extra)
+    if count > 1:
+        native["map_count"] = count
+    text = _make_sbatch_string(command="(the point's job)", folder=SweepState(spec.sweep_dir, {}).jobs_dir, **native)
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+def dry_run_text(spec: SweepSpec, statuses: list[PointStatus], points: list[Point], todo: list[Point]) -> str:
+    todo_ids = {p.id for p in todo}
+    lines = [f"sweep {spec.name}: {len(points)} points, executor {spec.executor}, directory {spec.sweep_dir}"]
+    width = max(len(p.id) for p in points)
+    for p, st in zip(points, statuses):
+        action = "submit" if p.id in todo_ids else "skip"
+        lines.append(f"  {p.id.ljust(width)}  {st.state:<10} {action:<6}  {p.label}  "
+                     f"(total_steps={p.train['total_steps']})")
+    for resources, group in _group_by_resources(todo):
+        lines.append(f"{len(group)} point(s) with resources {_resources_summary(resources)}:")
+        if spec.executor == "slurm":
+            lines += ["  " + line for line in sbatch_lines(spec, resources, len(group))]
+        else:
+            lines.append(f"  local executor: {_parallelism(spec, resources)} process(es) at once, time limit "
+                         f"{resources.timeout_min} min, {resources.tasks_per_node} task(s) each")
+    problems = [f"  {p.id}: {msg}" for p in todo for msg in path_problems(p)]
+    if problems:
+        lines.append("submit would refuse these points (missing inputs):")
+        lines += problems
+    lines.append(f"nothing submitted (--dry-run); {len(todo)} point(s) would be submitted")
+    return "\n".join(lines)
+
+
+def _resources_summary(r: Resources) -> str:
+    parts = [f"nodes={r.nodes}", f"tasks_per_node={r.tasks_per_node}", f"cpus_per_task={r.cpus_per_task}",
+             f"time={r.timeout_min}min"]
+    if r.gpus_per_node:
+        parts.append(f"gpus_per_node={r.gpus_per_node}")
+    if r.mem_gb is not None:
+        parts.append(f"mem={r.mem_gb}GB")
+    return " ".join(parts)
+
+
+def prepare_run_dir(spec: SweepSpec, point: Point) -> None:
+    """config.json (the resolved TrainConfig, what the trainer reads) and point.json (the sweep's view)."""
+    point.run_dir.mkdir(parents=True, exist_ok=True)
+    (point.run_dir / "logs").mkdir(exist_ok=True)
+    if not (point.run_dir / "config.json").exists():  # the trainer may have added its model block already
+        save_json(point.run_dir / "config.json", point.train)
+    save_json(point.run_dir / "point.json", {"sweep": spec.name, "point_id": point.id, "axes": point.axes,
+                                             "spec": str(spec.path.absolute()), "trainer": spec.trainer})
+
+
+def _executor(spec: SweepSpec, resources: Resources, folder: Path):
+    import submitit
+
+    if spec.executor == "slurm":
+        if shutil.which("sbatch") is None:
+            raise SpecError(f"{spec.path}: executor is 'slurm' but sbatch is not on PATH (no SLURM client here); "
+                            "use executor: local to run on this machine")
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=spec.max_requeues)
+        ex.update_parameters(name=spec.name, slurm_array_parallelism=_parallelism(spec, resources),
+                             **resources.sbatch_parameters())
+    else:
+        ex = submitit.AutoExecutor(folder=folder, cluster="local", local_max_num_timeout=spec.max_requeues)
+        ex.update_parameters(name=spec.name, timeout_min=resources.timeout_min,
+                             tasks_per_node=resources.tasks_per_node, gpus_per_node=resources.gpus_per_node)
+    return ex
+
+
+def _job(spec: SweepSpec, point: Point) -> PointJob:
+    return PointJob(point.run_dir, spec.trainer, threads=point.resources.cpus_per_task)
+
+
+def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO) -> None:
+    jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
+    for resources, group in _group_by_resources(todo):
+        ex = _executor(spec, resources, jobs_dir)
+        with ex.batch():
+            jobs = [ex.submit(_job(spec, p)) for p in group]
+        with locked_state(spec.sweep_dir) as state:
+            for p, job in zip(group, jobs):
+                state.note_submission(p.id, "slurm", job.job_id, job.paths.stdout, job.paths.stderr)
+                report.submitted.append(p.id)
+                report.job_ids[p.id] = job.job_id
+        print(f"submitted {len(group)} point(s) as {'array ' if len(group) > 1 else 'job '}"
+              f"{jobs[0].job_id.split('_')[0]}", file=out)
+
+
+def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO, poll_s: float) -> None:
+    jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
+    queue = list(todo)
+    running: dict[str, tuple[Point, Any]] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < _parallelism(spec, queue[0].resources):
+                p = queue.pop(0)
+                job = _executor(spec, p.resources, jobs_dir).submit(_job(spec, p))
+                with locked_state(spec.sweep_dir) as state:
+                    state.note_submission(p.id, "local", job.job_id, job.paths.stdout, job.paths.stderr)
+                running[job.job_id] = (p, job)
+                report.submitted.append(p.id)
+                report.job_ids[p.id] = job.job_id
+                print(f"started {p.id} ({p.label}) as local job {job.job_id}", file=out, flush=True)
+            for job_id, (p, job) in list(running.items()):
+                if job.done():
+                    del running[job_id]
+                    st = sweep_status(SweepState.load(spec.sweep_dir), [p.id])[0]
+                    print(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.log})" if st.error else ""), file=out,
+                          flush=True)
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        with locked_state(spec.sweep_dir) as state:
+            for job_id, (p, job) in running.items():
+                job.cancel(check=False)
+                state.record(p.id)["cancelled"] = True
+        raise
+
+
+def wait_for(spec_or_state: SweepSpec | SweepState, point_ids: list[str], timeout_s: float, poll_s: float = 2.0,
+             out: TextIO | None = None) -> list[PointStatus]:
+    """Poll until none of the points is queued or running (or the deadline passes: TimeoutError)."""
+    sweep_dir = spec_or_state.sweep_dir
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while True:
+        statuses = sweep_status(SweepState.load(sweep_dir), point_ids)
+        for st in statuses:
+            if out is not None and last.get(st.point_id) != st.state:
+                print(f"{st.point_id}: {st.state}", file=out, flush=True)
+            last[st.point_id] = st.state
+        if not any(st.state in ACTIVE for st in statuses):
+            return statuses
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"points still active after {timeout_s:.0f} s: "
+                               + ", ".join(f"{s.point_id}={s.state}" for s in statuses if s.state in ACTIVE))
+        time.sleep(poll_s)
+
+
+def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, wait: bool = False,
+           wait_timeout_s: float = float("inf"), out: TextIO = sys.stdout, poll_s: float = 1.0) -> SubmitReport:
+    points, statuses, todo = plan(spec, retry_failed)
+    report = SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
+                                   {p.id for p in todo}})
+    if dry_run:
+        print(dry_run_text(spec, statuses, points, todo), file=out)
+        return report
+    problems = [f"{p.id} ({p.label}): {msg}" for p in todo for msg in path_problems(p)]
+    if problems:
+        raise SpecError(f"{spec.path}: missing inputs, nothing submitted:\n  " + "\n  ".join(problems))
+    spec.sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(spec.sweep_dir / "spec.yaml", spec.path.read_text())
+    with locked_state(spec.sweep_dir) as state:
+        _note_points(state, spec, points)
+    for p in todo:
+        prepare_run_dir(spec, p)
+    for pid, st in report.skipped.items():
+        print(f"skip {pid}: {st}", file=out)
+    if not todo:
+        print("nothing to submit: every point is finished or in flight"
+              + ("" if retry_failed else " (failed points are resubmitted with --retry-failed)"), file=out)
+    elif spec.executor == "slurm":
+        _submit_slurm(spec, todo, report, out)
+    else:
+        _run_local(spec, todo, report, out, poll_s)
+    if todo and (wait or spec.executor == "local"):
+        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s, out=None)
+    return report
+
+
+def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO = sys.stdout) -> list[str]:
+    """Cancel the queued or running jobs of the given points (default: all); returns the cancelled point ids."""
+    import signal
+
+    statuses = sweep_status(state, point_ids)
+    cancelled = []
+    with locked_state(state.sweep_dir) as fresh:
+        for st in statuses:
+            if st.state not in ACTIVE:
+                continue
+            rec = fresh.record(st.point_id)
+            if rec.get("executor") == "local":
+                os.kill(int(rec["job_id"]), signal.SIGINT)  # submitit's local controller stops its tasks on SIGINT
+            else:
+                import submitit
+
+                submitit.SlurmJob(folder=fresh.jobs_dir, job_id=rec["job_id"]).cancel(check=True)
+            rec["cancelled"] = True
+            cancelled.append(st.point_id)
+            print(f"cancelled {st.point_id} (job {rec['job_id']})", file=out)
+    return cancelled
