@@ -105,12 +105,22 @@ def dry_run_text(spec: SweepSpec, statuses: list[PointStatus], points: list[Poin
         else:
             lines.append(f"  local executor: {_parallelism(spec, resources)} process(es) at once, time limit "
                          f"{resources.timeout_min} min, {resources.tasks_per_node} task(s) each")
-    problems = [f"  {p.id}: {msg}" for p in todo for msg in path_problems(p)]
+    problems = _grouped_problems(todo)
     if problems:
-        lines.append("submit would refuse these points (missing inputs):")
-        lines += problems
+        lines.append("submit would refuse (missing inputs):")
+        lines += ["  " + line for line in problems]
     lines.append(f"nothing submitted (--dry-run); {len(todo)} point(s) would be submitted")
     return "\n".join(lines)
+
+
+def _grouped_problems(points: list[Point]) -> list[str]:
+    """Missing inputs, each once, with the points it concerns (usually all of them share one dataset)."""
+    by_message: dict[str, list[str]] = {}
+    for p in points:
+        for message in path_problems(p):
+            by_message.setdefault(message, []).append(p.id)
+    return [f"{message} ({'all ' + str(len(ids)) + ' points' if len(ids) == len(points) and len(ids) > 1 else ', '.join(ids)})"
+            for message, ids in by_message.items()]
 
 
 def _resources_summary(r: Resources) -> str:
@@ -220,14 +230,15 @@ def wait_for(spec_or_state: SweepSpec | SweepState, point_ids: list[str], timeou
 
 
 def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, wait: bool = False,
-           wait_timeout_s: float = float("inf"), out: TextIO = sys.stdout, poll_s: float = 1.0) -> SubmitReport:
+           wait_timeout_s: float = float("inf"), out: TextIO | None = None, poll_s: float = 1.0) -> SubmitReport:
+    out = out or sys.stdout
     points, statuses, todo = plan(spec, retry_failed)
     report = SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
                                    {p.id for p in todo}})
     if dry_run:
         print(dry_run_text(spec, statuses, points, todo), file=out)
         return report
-    problems = [f"{p.id} ({p.label}): {msg}" for p in todo for msg in path_problems(p)]
+    problems = _grouped_problems(todo)
     if problems:
         raise SpecError(f"{spec.path}: missing inputs, nothing submitted:\n  " + "\n  ".join(problems))
     spec.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -250,8 +261,9 @@ def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, w
     return report
 
 
-def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO = sys.stdout) -> list[str]:
+def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO | None = None) -> list[str]:
     """Cancel the queued or running jobs of the given points (default: all); returns the cancelled point ids."""
+    out = out or sys.stdout
     import signal
 
     statuses = sweep_status(state, point_ids)
