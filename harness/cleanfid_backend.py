@@ -1,0 +1,166 @@
+"""Second opinion through clean-fid 0.1.35: FID and KID in its ``clean`` and ``legacy_tensorflow`` modes.
+
+clean-fid's network is NVIDIA's TorchScript ``inception-2015-12-05.pt`` (from StyleGAN2-ADA's metrics). Its
+``build_feature_extractor`` hard-codes the folder ``/tmp`` on Linux and downloads the file there when it is missing,
+so we do not call it: we build the same ``cleanfid.inception_torchscript.InceptionV3W`` ourselves with
+``download=False`` and a folder we choose, then reuse clean-fid's resizer (``cleanfid.resize.build_resizer``),
+``frechet_distance`` and ``kernel_distance``. The per-image steps mirror ``cleanfid.utils.ResizeDataset``.
+
+* ``clean``: PIL bicubic resize to 299 per channel in float, outside the network -- a different metric from ADM's.
+* ``legacy_tensorflow``: no resize outside; the TorchScript graph resizes itself (clean-fid: ~2e-5 from TTUR).
+* ``legacy_pytorch`` is not offered: it needs pytorch-fid's separate weights through torch hub.
+
+KID uses clean-fid's ``kernel_distance``, which draws subsets with the global ``np.random``; we seed it with a
+recorded seed and restore the global state afterwards, so KID is reproducible.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.inception import varscale_cache_dir
+from harness.npz_io import ImageSource, sha256_file
+
+WEIGHTS_FILENAME = "inception-2015-12-05.pt"
+WEIGHTS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + WEIGHTS_FILENAME
+MODES = ("clean", "legacy_tensorflow")
+FETCH_HINT = "varscale assets fetch --what inception-cleanfid"
+
+
+def candidate_weight_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:
+    if explicit:
+        return [Path(explicit).expanduser()]
+    dirs = []
+    if os.environ.get("VARSCALE_CLEANFID_WEIGHTS_DIR"):
+        dirs.append(Path(os.environ["VARSCALE_CLEANFID_WEIGHTS_DIR"]).expanduser())
+    return dirs + [varscale_cache_dir() / "cleanfid", Path("/tmp")]   # /tmp: where clean-fid itself keeps it
+
+
+def find_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
+    candidates = candidate_weight_dirs(explicit)
+    for folder in candidates:
+        if (folder / WEIGHTS_FILENAME).is_file():
+            return folder
+    looked = ", ".join(str(d / WEIGHTS_FILENAME) for d in candidates)
+    raise FileNotFoundError(f"clean-fid's Inception file {WEIGHTS_FILENAME} not found (looked at: {looked}). "
+                            f"Get it with `{FETCH_HINT}` on a machine with network, or pass --cleanfid-weights-dir.")
+
+
+class CleanFidExtractor:
+    def __init__(self, mode: str, weights_dir: str | os.PathLike | None = None, device: str | None = None):
+        import torch
+        from cleanfid.inception_torchscript import InceptionV3W
+        from cleanfid.resize import build_resizer
+
+        if mode not in MODES:
+            raise ValueError(f"clean-fid mode {mode!r} not supported; expected one of {MODES}")
+        self.mode = mode
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.weights_dir = find_weights_dir(weights_dir)
+        self.weights_path = self.weights_dir / WEIGHTS_FILENAME
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; clean-fid still uses it
+            self.model = InceptionV3W(str(self.weights_dir), download=False,
+                                      resize_inside=(mode == "legacy_tensorflow")).to(self.device).eval()
+        self.resize = build_resizer(mode)
+
+    def _to_tensor(self, image_HWC: np.ndarray):
+        import torchvision
+
+        resized = self.resize(image_HWC)
+        # as cleanfid.utils.ResizeDataset: uint8 -> ToTensor()*255, float32 -> ToTensor() (no rescaling)
+        if resized.dtype == np.uint8:
+            return torchvision.transforms.functional.to_tensor(np.array(resized)) * 255
+        return torchvision.transforms.functional.to_tensor(resized)
+
+    def features(self, source: ImageSource, batch_size: int = 32, desc: str = "clean-fid") -> np.ndarray:
+        import torch
+        from tqdm import tqdm
+
+        parts = []
+        with tqdm(total=source.num_images, desc=f"{desc} ({self.mode})", unit="img", disable=None) as bar:
+            for images in source.iter_batches(batch_size):
+                batch = torch.stack([self._to_tensor(img) for img in images]).to(self.device)
+                with torch.no_grad():
+                    parts.append(self.model(batch).cpu().numpy())
+                bar.update(len(images))
+        return np.concatenate(parts)
+
+
+def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int = 0, fid_method: str = "sqrtm") -> dict:
+    """FID with clean-fid's own ``frechet_distance`` (scipy sqrtm) unless another exact ``fid_method`` of
+    ``harness.metrics_fid`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
+    from cleanfid.fid import frechet_distance, kernel_distance
+
+    from harness.metrics_fid import frechet_distance as our_frechet_distance
+
+    mu1, sigma1 = sample_features.mean(0), np.cov(sample_features, rowvar=False)
+    mu2, sigma2 = ref_features.mean(0), np.cov(ref_features, rowvar=False)
+    if fid_method == "sqrtm":
+        fid = frechet_distance(mu1, sigma1, mu2, sigma2)
+    else:
+        fid = our_frechet_distance(mu1, sigma1, mu2, sigma2, fid_method, sample_features, ref_features)
+    state = np.random.get_state()
+    try:
+        np.random.seed(kid_seed)
+        kid = kernel_distance(sample_features, ref_features)
+    finally:
+        np.random.set_state(state)
+    return {"fid": float(fid), "kid": float(kid), "kid_seed": kid_seed,
+            "fid_code": "cleanfid.fid.frechet_distance" if fid_method == "sqrtm" else f"harness {fid_method}"}
+
+
+def evaluate_cleanfid(samples: ImageSource, reference: ImageSource, modes=MODES, weights_dir=None, device=None,
+                      batch_size: int = 32, kid_seed: int = 0, fid_method: str = "sqrtm") -> dict:
+    if reference.num_images == 0:
+        raise ValueError(f"{reference.path}: clean-fid needs reference images ('arr_0'), not only statistics")
+    out = {}
+    for mode in modes:
+        extractor = CleanFidExtractor(mode, weights_dir, device)
+        result = fid_kid(extractor.features(samples, batch_size, "samples"),
+                         extractor.features(reference, batch_size, "reference"), kid_seed, fid_method)
+        out[mode] = result | {"weights": str(extractor.weights_path.resolve()),
+                              "weights_sha256": sha256_file(extractor.weights_path)}
+    return out
+
+
+# --- random weights with the NVIDIA TorchScript interface (tests and benchmarks) ---
+
+def write_random_cleanfid_weights(folder: str | os.PathLike, inception_weights: str | os.PathLike) -> Path:
+    """A TorchScript file with the interface clean-fid uses: ``.layers(x)`` on normalised 299x299 input giving
+    (B, 2048, 1, 1), and ``forward(img, return_features)`` that resizes [0, 255] input itself. The trunk is
+    torch-fidelity's architecture with the given (random) weights; NVIDIA's real file is their own port."""
+    from harness.inception import load_inception
+
+    tf_model, _ = load_inception(inception_weights)
+    names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+             "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+             "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool"]
+    trunk = torch.nn.Sequential(*[getattr(tf_model, n) for n in names]).float().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        layers = torch.jit.trace(trunk, torch.zeros(1, 3, 299, 299))
+        module = torch.jit.script(_TorchScriptInception(layers, tf_model.fc.float()))
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(module, str(folder / WEIGHTS_FILENAME))
+    return folder / WEIGHTS_FILENAME
+
+
+class _TorchScriptInception(torch.nn.Module):
+    def __init__(self, layers, fc):
+        super().__init__()
+        self.layers = layers
+        self.output = fc
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = F.interpolate(img.to(torch.float32), size=(299, 299), mode="bilinear", align_corners=False)
+        features = self.layers((x - 128) / 128).reshape(-1, 2048)
+        if return_features:
+            return features
+        return F.softmax(self.output(features), dim=1)

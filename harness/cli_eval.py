@@ -1,0 +1,149 @@
+"""``varscale sample``, ``varscale eval`` and ``varscale assets``: argument parsing only; the work is elsewhere."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    _register_sample(subparsers)
+    _register_eval(subparsers)
+    _register_assets(subparsers)
+
+
+# ------------------------------------------------------------------------------------------------------- eval
+
+def _register_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="FID, sFID, IS, precision, recall of a sample batch (ADM protocol)",
+                              description="Score SAMPLES (ADM .npz, image folder or run directory) against a "
+                                          "reference batch with the ADM evaluator protocol on torch-fidelity's "
+                                          "Inception; optionally clean-fid FID/KID as a second opinion.")
+    p.add_argument("samples", help="samples .npz (arr_0 uint8 NHWC), a folder of PNG/JPEG, or a run directory")
+    p.add_argument("--ref", help="reference batch (.npz, e.g. VIRTUAL_imagenet256_labeled.npz, or a folder)")
+    p.add_argument("--out", help="result JSON (default: next to the samples, or RUN_DIR/eval/)")
+    p.add_argument("--inception-weights", help="torch-fidelity Inception .pth (default: cache, then torch hub)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--fid-method", choices=("sqrtm", "eigvals", "gram"), default="sqrtm",
+                   help="how tr sqrt(S1 S2) is computed: sqrtm as ADM (default), eigvals as torch-fidelity, gram "
+                        "(exact via the raw features; fast for small N)")
+    p.add_argument("--expected-samples", type=int, default=50_000,
+                   help="warn when there are fewer samples than this (default: the protocol's 50000)")
+    p.add_argument("--resolution", type=int, help="fail unless the samples are RESOLUTION x RESOLUTION")
+    p.add_argument("--cache-dir", help="feature cache (default: $VARSCALE_CACHE/features)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("--cleanfid", default="", metavar="MODES",
+                   help="also run clean-fid FID/KID in these modes: clean,legacy_tensorflow")
+    p.add_argument("--cleanfid-weights-dir", help="folder with clean-fid's inception-2015-12-05.pt")
+    p.add_argument("--kid-seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the whole result JSON instead of the summary")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.cli import UsageError
+    from harness.cleanfid_backend import MODES
+    from harness.config import save_json
+    from harness.evaluate import EvalConfig, default_output_path, evaluate, resolve_samples_path
+    from harness.inception import InceptionWeightsError
+    from harness.npz_io import SampleFormatError
+
+    modes = tuple(m.strip() for m in args.cleanfid.split(",") if m.strip())
+    if bad := [m for m in modes if m not in MODES]:
+        raise UsageError(f"--cleanfid: unknown mode(s) {bad}; expected a comma list of {', '.join(MODES)}")
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    cfg = EvalConfig(samples=args.samples, ref=args.ref, out=args.out, inception_weights=args.inception_weights,
+                     device=args.device, batch_size=args.batch_size, fid_method=args.fid_method,
+                     expected_samples=args.expected_samples, resolution=args.resolution, cache_dir=args.cache_dir,
+                     no_cache=args.no_cache, cleanfid_modes=modes, cleanfid_weights_dir=args.cleanfid_weights_dir,
+                     kid_seed=args.kid_seed)
+    try:
+        result = evaluate(cfg)
+    except (SampleFormatError, InceptionWeightsError, FileNotFoundError) as exc:
+        print(f"varscale eval: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else default_output_path(resolve_samples_path(args.samples),
+                                                              Path(args.ref) if args.ref else None)
+    save_json(out, result)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        line = result["summary"]
+        for mode, values in (result["cleanfid"] or {}).items():
+            line += f" | clean-fid[{mode}] FID {values['fid']:.4f} KID {values['kid']:.5f}"
+        print(line)
+        print(f"result: {out}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- assets
+
+def _register_assets(subparsers) -> None:
+    p = subparsers.add_parser("assets", help="download (on a machine with network) or list evaluation assets")
+    sub = p.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
+    f = sub.add_parser("fetch", help="download weights, reference batches and checkpoints into the cache")
+    f.add_argument("--what", default="inception,inception-cleanfid,adm-ref-256",
+                   help="comma list of asset names, or 'all' (see `varscale assets list`)")
+    f.add_argument("--cache-dir", help="default: $VARSCALE_CACHE or ~/.cache/varscale (what eval/sample read)")
+    f.add_argument("--force", action="store_true", help="download again even when present")
+    f.set_defaults(func=_cmd_assets_fetch)
+    ls = sub.add_parser("list", help="show which assets are present in the cache")
+    ls.add_argument("--cache-dir")
+    ls.add_argument("--verify", action="store_true", help="re-hash present files against the recorded sha256")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_cmd_assets_list)
+
+
+def _cmd_assets_fetch(args: argparse.Namespace) -> int:
+    from harness import assets
+    from harness.cli import UsageError
+
+    try:
+        names = assets.parse_names(args.what)
+    except assets.AssetError as exc:
+        raise UsageError(str(exc)) from None
+    root = assets.cache_dir(args.cache_dir)
+    failed = 0
+    for name in names:
+        try:
+            path = assets.fetch(assets.ASSETS[name], root, force=args.force)
+            print(f"{name}: {path}")
+        except Exception as exc:  # noqa: BLE001 - report every asset, then fail
+            failed += 1
+            print(f"{name}: FAILED: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_assets_list(args: argparse.Namespace) -> int:
+    from harness import assets
+
+    root = assets.cache_dir(args.cache_dir)
+    rows = assets.status(root, verify=args.verify)
+    if args.json:
+        print(json.dumps({"cache_dir": str(root), "assets": rows}, indent=2))
+        return 0
+    print(f"cache: {root}")
+    for row in rows:
+        mark = "present" if row["present"] else "missing"
+        if "verified" in row:
+            mark += ", sha256 ok" if row["verified"] else ", SHA256 MISMATCH"
+        print(f"  {row['name']:<20} {mark:<26} {row['description']}")
+    return 1 if any(r.get("verified") is False for r in rows) else 0
+
+
+# ----------------------------------------------------------------------------------------------------- sample
+
+def _register_sample(subparsers) -> None:
+    try:
+        from harness.cli_sample import register_sample
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.cli_sample":
+            raise
+        return
+    register_sample(subparsers)
