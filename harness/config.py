@@ -71,7 +71,7 @@ class TrainConfig:
     tokenizer: TokenizerRef = field(default_factory=TokenizerRef)
     data: DataConfig = field(default_factory=DataConfig)
     # model: a preset of models.registry (VAR-d<N>: width 64N; VAR-mini-d<N>: width 32N; N heads)
-    model: str = "VAR-mini-d2"
+    model_preset: str = "VAR-mini-d2"
     width_per_depth: int | None = None  # None: the preset's
     shared_aln: bool | None = None  # None: the preset's
     attn_l2_norm: bool = True
@@ -117,9 +117,9 @@ class TrainConfig:
         from models.registry import var_spec
 
         try:
-            var_spec(self.model)
+            var_spec(self.model_preset)
         except ValueError as exc:
-            raise ConfigError(f"model: {exc}") from None
+            raise ConfigError(f"model_preset: {exc}") from None
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
         for name in ("base_lr", "weight_decay", "grad_clip", "init_adaln", "init_adaln_gamma", "init_head"):

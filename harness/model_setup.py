@@ -20,7 +20,7 @@ def var_spec_for(cfg: TrainConfig, vae):
     """The registry preset of ``cfg.model`` on this run's tokenizer and class count, with the config's overrides."""
     from models.registry import var_spec
 
-    spec = var_spec(cfg.model, num_classes=cfg.data.num_classes, tokenizer=tokenizer_spec_of(vae),
+    spec = var_spec(cfg.model_preset, num_classes=cfg.data.num_classes, tokenizer=tokenizer_spec_of(vae),
                     width_per_depth=cfg.width_per_depth)
     overrides: dict[str, Any] = {"attn_l2_norm": cfg.attn_l2_norm}
     if cfg.shared_aln is not None:

@@ -96,4 +96,4 @@ def load_tokenizer(ref: TokenizerRef, device: str | torch.device = "cpu"):
     vae = VQVAE(**kwargs, test_mode=True)
     vae.load_state_dict(state, strict=True)
     vae.to(device)
-    return vae, TokenizerRef(path=str(path.resolve()), sha256=sha, kwargs=dict(kwargs))
+    return vae, TokenizerRef(path=str(ref.path), sha256=sha, kwargs=dict(kwargs))

@@ -126,7 +126,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
         log.truncate_to(0)
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, 1, 0, 1, cfg.seed, start_step=step)
     batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                               collate_fn=collate))
+                                               collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed)))
     n_eval = min(cfg.eval_images, len(val_set))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(n_eval)), batch_size=64,
                                              collate_fn=collate)

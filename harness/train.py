@@ -116,12 +116,16 @@ class _Run:
         cfg, env = self.cfg, self.env
         sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, cfg.grad_accum, env.rank, env.world_size,
                                      cfg.seed, start_step=self.step)
+        # own generators: creating a DataLoader iterator otherwise draws from the global RNG, which would shift
+        # the cond-drop stream of a resumed run
         train = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                            collate_fn=collate, pin_memory=self.device.type == "cuda")
+                                            collate_fn=collate, pin_memory=self.device.type == "cuda",
+                                            generator=torch.Generator().manual_seed(cfg.seed))
         n_eval = min(cfg.eval_images, len(self.val_set))
         mine = list(range(env.rank, n_eval, env.world_size))
         val = torch.utils.data.DataLoader(torch.utils.data.Subset(self.val_set, mine), batch_size=cfg.eval_batch_size,
-                                          shuffle=False, num_workers=cfg.data.workers, collate_fn=collate)
+                                          shuffle=False, num_workers=cfg.data.workers, collate_fn=collate,
+                                          generator=torch.Generator().manual_seed(cfg.seed))
         return iter(train), val
 
     # ------------------------------------------------------------------ main loop

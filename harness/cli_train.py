@@ -1,0 +1,205 @@
+"""``varscale train``, ``varscale tokenizer train``, ``varscale tokenize`` and ``varscale data``.
+
+Options of a config are given as a JSON file (``--config``) and/or ``--set name=value`` (nested names with dots,
+values parsed as JSON: ``--set data.resolution=32 --set model=VAR-mini-d4``). Unknown names and invalid values
+are errors naming the option and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a VAR (resumes when RUN_DIR already holds a checkpoint)",
+                              description="Train a VAR in RUN_DIR. Running the same command again resumes.")
+    p.add_argument("--run-dir", required=True, type=Path, help="run directory (config.json is written there)")
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig options")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one option, e.g. --set total_steps=2000 --set data.num_classes=10")
+    p.set_defaults(func=_cmd_train)
+
+    tok = subparsers.add_parser("tokenizer", help="tokenizer (VQVAE) training")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND", required=True)
+    t = tok_sub.add_parser("train", help="train a multi-scale VQVAE on a dataset (resumes in --out)")
+    t.add_argument("--out", required=True, type=Path, help="output directory (tokenizer.safetensors, summary.json)")
+    t.add_argument("--config", type=Path, help="JSON file with TokenizerTrainConfig options")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    t.set_defaults(func=_cmd_tokenizer_train)
+
+    c = subparsers.add_parser("tokenize", help="encode a dataset once into a token cache for training")
+    c.add_argument("--tokenizer", required=True, type=Path, help="tokenizer file (.safetensors or .pth)")
+    c.add_argument("--out", required=True, type=Path, help="new cache directory")
+    c.add_argument("--config", type=Path, help="JSON file with DataConfig options")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="data option, e.g. --set source=imagefolder --set root=/data/imagenet")
+    c.add_argument("--kwargs", help="VQVAE constructor kwargs as JSON (needed for official .pth files)")
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.set_defaults(func=_cmd_tokenize)
+
+    d = subparsers.add_parser("data", help="datasets: write the synthetic set, check an image folder")
+    d_sub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    s = d_sub.add_parser("synth", help="write the synthetic dataset as an ImageFolder (train/ and val/)")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--train-size", type=int, default=4096)
+    s.add_argument("--val-size", type=int, default=512)
+    s.add_argument("--resolution", type=int, default=32, help="training resolution; files are 1.125x larger")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_data_synth)
+    k = d_sub.add_parser("check", help="open every image of ROOT/train and ROOT/val; list unreadable files")
+    k.add_argument("root", type=Path)
+    k.set_defaults(func=_cmd_data_check)
+
+
+def _config_dict(config_file: Path | None, overrides: list[str]) -> dict:
+    from .config import ConfigError, load_json, parse_override
+
+    raw = load_json(config_file) if config_file else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_file} must hold a JSON object")
+    for assignment in overrides:
+        parse_override(raw, assignment)
+    return raw
+
+
+def _usage_errors(func):
+    def wrapper(args):
+        from .cli import UsageError
+        from .config import ConfigError
+        from .data import DatasetError
+
+        try:
+            return func(args)
+        except (ConfigError, DatasetError) as exc:
+            raise UsageError(str(exc)) from None
+    return wrapper
+
+
+@_usage_errors
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, TrainConfig, from_dict, save_json, to_dict
+    from .train import DERIVED_BLOCKS, read_run_config, train_run
+
+    config_path = args.run_dir / "config.json"
+    given = args.config is not None or args.overrides
+    if config_path.exists():
+        if given:
+            existing, _ = read_run_config(args.run_dir)
+            wanted = from_dict(TrainConfig, {**to_dict(existing), **_merge(to_dict(existing), args)})
+            wanted.validate()
+            if to_dict(wanted) != to_dict(existing):
+                diff = _first_difference(to_dict(existing), to_dict(wanted))
+                raise ConfigError(f"{config_path} already holds a different config ({diff}); use a new --run-dir "
+                                  f"or run without --config/--set to resume")
+    else:
+        raw = {k: v for k, v in _config_dict(args.config, args.overrides).items() if k not in DERIVED_BLOCKS}
+        cfg = from_dict(TrainConfig, raw)
+        cfg.validate()
+        save_json(config_path, to_dict(cfg))
+    from .trainer import NonFiniteLossError
+
+    try:
+        result = train_run(args.run_dir)
+    except NonFiniteLossError as exc:
+        import sys
+
+        print(f"varscale train: error: {exc}", file=sys.stderr)
+        return 1
+    final = result.get("final") or {}
+    print(json.dumps({"state": result["state"], "step": result["step"], "val_loss_mean": final.get("loss_mean"),
+                      "val_err_mean": final.get("err_mean"), "run_dir": result["run_dir"]}))
+    return 0
+
+
+def _merge(base: dict, args: argparse.Namespace) -> dict:
+    from .config import load_json, parse_override
+
+    merged = json.loads(json.dumps(base))
+    if args.config:
+        file_cfg = load_json(args.config)
+        for key, value in file_cfg.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+    for assignment in args.overrides:
+        parse_override(merged, assignment)
+    return {k: v for k, v in merged.items() if k not in ("model", "protocol")}
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
+            if found:
+                return found
+        elif a.get(key) != b.get(key):
+            return f"{prefix}{key}: {a.get(key)!r} there, {b.get(key)!r} asked"
+    return ""
+
+
+@_usage_errors
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from .config import TokenizerTrainConfig, from_dict, load_json
+    from .tokenizer_train import train_tokenizer
+
+    raw = _config_dict(args.config, args.overrides)
+    saved = args.out / "config.json"
+    if saved.exists() and not raw:
+        raw = load_json(saved)  # resume with the stored config
+    cfg = from_dict(TokenizerTrainConfig, raw)
+    cfg.validate()
+    summary = train_tokenizer(cfg, args.out)
+    print(json.dumps({"tokenizer": str(args.out / "tokenizer.safetensors"), "sha256": summary["sha256"],
+                      **summary["val"]}))
+    return 0
+
+
+@_usage_errors
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .config import DataConfig, TokenizerRef, from_dict
+    from .distributed import resolve_device
+    from .token_cache import encode_dataset
+    from .tokenizer_io import load_tokenizer
+
+    data_cfg = from_dict(DataConfig, _config_dict(args.config, args.overrides), prefix="data.")
+    data_cfg.validate()
+    device = resolve_device(args.device)
+    kwargs = json.loads(args.kwargs) if args.kwargs else None
+    vae, ref = load_tokenizer(TokenizerRef(path=str(args.tokenizer), kwargs=kwargs), device)
+    import sys
+
+    out = encode_dataset(vae, ref, data_cfg, args.out, batch_size=args.batch_size, device=device,
+                         progress=sys.stderr.isatty())
+    print(json.dumps({"token_cache": str(out)}))
+    return 0
+
+
+@_usage_errors
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    import sys
+
+    from .cli import UsageError
+    from .synthetic import write_imagefolder
+
+    for name in ("classes", "train_size", "val_size", "resolution"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    out = write_imagefolder(args.out, args.classes, args.train_size, args.val_size, args.resolution, args.seed,
+                            progress=sys.stderr.isatty())
+    print(json.dumps({"imagefolder": str(out), "train": args.train_size, "val": args.val_size,
+                      "classes": args.classes, "set": f"data.source=imagefolder data.root={out}"}))
+    return 0
+
+
+@_usage_errors
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .data import check_image_folder
+
+    report = check_image_folder(args.root)
+    print(json.dumps(report, indent=2))
+    bad = sum(len(s["unreadable"]) for s in report["splits"].values())
+    return 1 if bad else 0
