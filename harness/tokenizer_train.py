@@ -154,7 +154,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
         if cfg.dead_code_every and step % cfg.dead_code_every == 0 and step < cfg.total_steps:
             sums["reinit"] += reinit_dead_codes(vae, img, optimizer, batch_tokens, gen)
         bar.update(1)
-        bar.set_postfix(rec=f"{float(rec_loss):.4f}", vq=f"{float(vq_loss):.4f}", refresh=False)
+        bar.set_postfix(rec=f"{float(rec_loss.detach()):.4f}", vq=f"{float(vq_loss.detach()):.4f}", refresh=False)
         if log_now:
             n = max(sums["n"], 1)
             log.append({"split": "train", "step": step, "images_seen": step * cfg.batch_size,
