@@ -164,7 +164,7 @@ class _Run:
                 save, stop = self._save_decision()
                 if save or self.step == cfg.total_steps:
                     self._save()
-                    if self.control.checkpoint_requested():
+                    if self.control.checkpoint_requested() or stop:  # every rank confirms a save-and-stop
                         self.control.acknowledge_saved()
                 if stop:
                     bar.close()

@@ -35,7 +35,7 @@ def peak_flops_per_device(configured: float | None, device: torch.device) -> flo
 
 
 class ScaleStats:
-    """Running per-scale sums of cross-entropy, wrong top-1 predictions and token counts (float64, on CPU)."""
+    """Running per-scale sums of cross-entropy, wrong top-1 predictions and token counts (float64)."""
 
     def __init__(self, patch_nums) -> None:
         self.patch_nums = tuple(patch_nums)
@@ -52,11 +52,13 @@ class ScaleStats:
             ce_BL = F.cross_entropy(logits_BLV.float().reshape(-1, V), target_BL.reshape(-1), reduction="none")
             ce_BL = ce_BL.view(target_BL.shape)
         wrong_BL = (logits_BLV.argmax(dim=-1) != target_BL).double()
+        if self.loss_sum.device != ce_BL.device:  # accumulate where the batch is: no GPU sync per step
+            self.loss_sum, self.wrong, self.count = (t.to(ce_BL.device) for t in self.packed())
         begin = 0
         for si, pn in enumerate(self.patch_nums):
             end = begin + pn * pn
-            self.loss_sum[si] += ce_BL[:, begin:end].double().sum().cpu()
-            self.wrong[si] += wrong_BL[:, begin:end].sum().cpu()
+            self.loss_sum[si] += ce_BL[:, begin:end].double().sum()
+            self.wrong[si] += wrong_BL[:, begin:end].sum()
             self.count[si] += ce_BL[:, begin:end].numel()
             begin = end
 
