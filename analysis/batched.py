@@ -1,0 +1,89 @@
+"""Many robust refits at once, for the bootstrap: Levenberg-Marquardt on the Huber loss, batched in numpy.
+
+A bootstrap resample is a vector of counts over the original points, so B refits of the same law are one
+problem with a (B, n) weight matrix. Each iteration takes one damped Gauss-Newton step per resample on the
+iteratively reweighted Huber objective (weights 1 inside delta, delta/|r| outside; the right-hand side is the
+exact gradient, so an accepted step always lowers the objective) and keeps it only where the objective went
+down. Starting from the full-data optimum, a few dozen iterations reach the resample optima; one scipy
+L-BFGS-B run per resample reaches the same point but costs ~100x more in interpreter overhead.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from analysis.powerlaw import huber
+
+# model(theta (B, p)) -> (log prediction (B, n), Jacobian (B, n, p))
+Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def saturating_model(log_x: np.ndarray) -> Model:
+    """log L = logaddexp(e, a - alpha * log x); theta = (e, a, alpha) as in analysis.powerlaw."""
+    def model(theta: np.ndarray):
+        e, a, alpha = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
+        power = a - alpha * log_x[None, :]
+        pred = np.logaddexp(e, power)
+        w_power = np.exp(power - pred)
+        jac = np.stack([1 - w_power, w_power, -w_power * log_x[None, :]], axis=-1)
+        return pred, jac
+    return model
+
+
+def chinchilla_model(log_n: np.ndarray, log_d: np.ndarray) -> Model:
+    """log L = LSE(e, a - a_exp log n, b - b_exp log d); theta = (e, a, a_exp, b, b_exp)."""
+    def model(theta: np.ndarray):
+        e, a, a_exp, b, b_exp = (theta[:, i:i + 1] for i in range(5))
+        terms = np.stack([np.broadcast_to(e, (theta.shape[0], log_n.size)), a - a_exp * log_n[None, :],
+                          b - b_exp * log_d[None, :]])
+        pred = np.logaddexp.reduce(terms, axis=0)
+        w = np.exp(terms - pred[None])
+        jac = np.stack([w[0], w[1], -w[1] * log_n[None, :], w[2], -w[2] * log_d[None, :]], axis=-1)
+        return pred, jac
+    return model
+
+
+def huber_lm(model: Model, theta0: np.ndarray, log_y: np.ndarray, weights: np.ndarray, delta: float,
+             lower: np.ndarray, upper: np.ndarray, max_iter: int = 200, rel_tol: float = 1e-10,
+             step_tol: float = 1e-9) -> np.ndarray:
+    """Minimise sum_i weights[b, i] * huber(model(theta_b)_i - log_y_i) for every row b; returns (B, p)."""
+    theta = np.array(theta0, dtype=float)
+    n_params = theta.shape[1]
+    ridge = 1e-12 * np.eye(n_params)
+
+    def cost_of(pred, w):
+        return (w * huber(pred - log_y[None, :], delta)[0]).sum(axis=1)
+
+    pred, jac = model(theta)
+    cost = cost_of(pred, weights)
+    damping = np.full(theta.shape[0], 1e-3)
+    active = np.arange(theta.shape[0])  # rows still moving; converged rows drop out of the arithmetic
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        w, r = weights[active], pred[active] - log_y[None, :]
+        j = jac[active]
+        _, psi = huber(r, delta)
+        # IRLS weight psi(r)/r, finite at r = 0 (the quadratic zone has weight 1/delta)
+        omega = np.where(np.abs(r) <= delta, 1.0 / delta, 1.0 / np.maximum(np.abs(r), 1e-300))
+        j_t = j.transpose(0, 2, 1)
+        hess = (j_t * (w * omega)[:, None, :]) @ j
+        grad = (j_t @ (w * psi)[:, :, None])[:, :, 0]
+        diag = np.diagonal(hess, axis1=1, axis2=2)
+        damped = hess + damping[active, None, None] * (diag[:, :, None] * np.eye(n_params)) + ridge
+        step = -np.linalg.solve(damped, grad[:, :, None])[:, :, 0]
+        candidate = np.clip(theta[active] + step, lower, upper)
+        new_pred, new_jac = model(candidate)
+        new_cost = cost_of(new_pred, w)
+        better = np.isfinite(new_cost) & (new_cost < cost[active])
+        improvement = np.where(better, cost[active] - new_cost, 0.0)
+        small_step = np.abs(candidate - theta[active]).max(axis=1) <= step_tol
+        moved = active[better]
+        theta[moved], pred[moved], jac[moved] = candidate[better], new_pred[better], new_jac[better]
+        cost[moved] = new_cost[better]
+        damping[active] = np.where(better, np.maximum(damping[active] / 3, 1e-12), damping[active] * 4)
+        done = (better & ((improvement <= rel_tol * np.maximum(cost[active], 1e-30)) | small_step)) \
+            | (damping[active] > 1e12)
+        active = active[~done]
+    return theta

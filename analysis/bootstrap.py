@@ -1,0 +1,80 @@
+"""Bootstrap over runs: resample runs with replacement, refit, take percentile intervals.
+
+A resample is a row of counts (how often each run was drawn); refits become weighted fits of the same
+points, all resamples at once (closed form for the log-log law, analysis/batched.py for the robust forms).
+For laws against compute the frontier is rebuilt from the drawn runs, so a resample's weights are 1 on the
+records of its own frontier and 0 elsewhere. Resamples that cannot identify the law (too few distinct x values
+drawn) are dropped and more are drawn, up to MAX_DRAW_FACTOR times the requested number; the count of
+usable resamples is reported with every fit.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from analysis.powerlaw import FitError
+
+MAX_DRAW_FACTOR = 3
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed percentile interval along axis 0."""
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    tail = (1 - level) / 2
+    return np.quantile(samples, tail, axis=0), np.quantile(samples, 1 - tail, axis=0)
+
+
+def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) counts of each of n items in n draws with replacement."""
+    drawn = rng.integers(0, n, size=(n_boot, n))
+    counts = np.zeros((n_boot, n), dtype=np.int64)
+    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1)
+    return counts
+
+
+def distinct_present(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row of weights, how many distinct `values` (rows of a 2-D array) carry positive weight."""
+    _, codes = np.unique(values, axis=0, return_inverse=True)
+    codes = codes.ravel()
+    onehot = np.zeros((codes.size, codes.max() + 1))
+    onehot[np.arange(codes.size), codes] = 1
+    return ((weights > 0).astype(float) @ onehot > 0).sum(axis=1)
+
+
+def frontier_weights(run_code: np.ndarray, y_sorted: np.ndarray, run_counts: np.ndarray) -> np.ndarray:
+    """(B, M) 0/1: is record m (records sorted by compute, then loss) on the frontier of resample b's runs."""
+    present = run_counts[:, run_code] > 0
+    masked = np.where(present, y_sorted[None, :], np.inf)
+    best_before = np.minimum.accumulate(
+        np.concatenate([np.full((masked.shape[0], 1), np.inf), masked[:, :-1]], axis=1), axis=1)
+    return (present & (masked < best_before)).astype(float)
+
+
+def weighted_loglog(log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and intercept of weighted least squares of log_y on log_x, one per row of weights."""
+    total = weights.sum(axis=1)
+    mean_x = weights @ log_x / total
+    mean_y = weights @ log_y / total
+    dx = log_x[None, :] - mean_x[:, None]
+    dy = log_y[None, :] - mean_y[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (weights * dx * dy).sum(axis=1) / (weights * dx * dx).sum(axis=1)
+    return slope, mean_y - slope * mean_x
+
+
+def draw_until(n_boot: int, draw: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Collect `n_boot` usable parameter rows from `draw(batch) -> (params (batch, p), usable (batch,))`."""
+    kept: list[np.ndarray] = []
+    total, drawn = 0, 0
+    while total < n_boot and drawn < MAX_DRAW_FACTOR * n_boot:
+        batch = max(n_boot - total, 64) if drawn else n_boot
+        params, usable = draw(batch)
+        drawn += batch
+        usable = usable & np.all(np.isfinite(params), axis=1)
+        kept.append(params[usable])
+        total += int(usable.sum())
+    if n_boot and total == 0:
+        raise FitError("no bootstrap resample could be fitted (too few distinct points)")
+    return np.concatenate(kept)[:n_boot]

@@ -1,0 +1,278 @@
+"""Scaling-law fits of a collected sweep: `fit_sweep(table, ...) -> FitResults`.
+
+For each metric (test loss and token error, last scale and all scales):
+- against N: one point per model size, the final validation record of its run (with several runs of one
+  size: the best one, their mean, or all of them, `aggregate`);
+- against C: the Pareto-optimal validation records over all runs' training curves (analysis/frontier.py).
+Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the power law plus constant
+(Huber on log L, multi-start L-BFGS) and, where the final records vary both N and D, the Chinchilla form.
+Every fit gets bootstrap percentile CIs over runs (seeded) and a hold-out-largest extrapolation test: refit
+without the largest model size and predict it (for C: predict the frontier beyond the compute the
+remaining runs reached).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from analysis.batched import chinchilla_model, huber_lm, saturating_model
+from analysis.bootstrap import (distinct_present, draw_until, frontier_weights, percentile_interval,
+                                resample_counts, weighted_loglog)
+from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
+from analysis.frontier import pareto_frontier
+from analysis.laws import X_UNITS
+from analysis.powerlaw import (FitError, chinchilla_bounds, fit_chinchilla, fit_loglog, fit_saturating,
+                               saturating_bounds)
+from analysis.results import FitResults, LawFit
+from analysis.table import METRIC_COLUMNS, validate_table
+
+FORMS = ("paper", "saturating")
+AGGREGATES = ("best", "mean", "all")
+
+
+@dataclass
+class FitOptions:
+    metrics: tuple[str, ...] = METRIC_COLUMNS
+    forms: tuple[str, ...] = FORMS
+    chinchilla: bool = True          # fit E + A/N^a + B/D^b when the final records vary both N and D
+    n_boot: int = 1000
+    seed: int = 0
+    ci_level: float = 0.95
+    huber_delta: float = 1e-3
+    aggregate: str = "best"          # several runs of one size: best | mean | all
+    include_unfinished: bool = False
+    split: str = "val"
+    frontier_min_pflops: float = 0.0  # ignore frontier records below this compute (warm-up transients)
+
+    def check(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRIC_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; expected some of {list(METRIC_COLUMNS)}")
+        unknown = [f for f in self.forms if f not in FORMS]
+        if unknown:
+            raise ValueError(f"unknown form(s) {unknown}; expected some of {list(FORMS)}")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.n_boot < 0 or not 0 < self.ci_level < 1:
+            raise ValueError(f"need n_boot >= 0 and 0 < ci_level < 1, got {self.n_boot}, {self.ci_level}")
+
+
+def points_vs_params(finals: pd.DataFrame, metric: str, aggregate: str) -> pd.DataFrame:
+    """Columns N_billion, y, point_id: one row per model size (or per run with aggregate='all')."""
+    data = finals[["N_billion", "point_id", metric]].dropna().rename(columns={metric: "y"})
+    if aggregate == "all":
+        return data.sort_values("N_billion").reset_index(drop=True)
+    if aggregate == "mean":
+        grouped = data.groupby("N_billion", as_index=False).agg(y=("y", "mean"), point_id=("point_id", ",".join))
+        return grouped.sort_values("N_billion").reset_index(drop=True)
+    best = data.loc[data.groupby("N_billion")["y"].idxmin()]
+    return best.sort_values("N_billion").reset_index(drop=True)
+
+
+def _fit_one(form: str, x: np.ndarray, y: np.ndarray, options: FitOptions):
+    if form == "paper":
+        return fit_loglog(x, y)
+    return fit_saturating(x, y, delta=options.huber_delta)
+
+
+@dataclass
+class _PointSet:
+    """Candidate points with the weights of the full data and a sampler of bootstrap weights (B, n)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    base_weights: np.ndarray
+    sample_weights: Callable[[int], np.ndarray]
+
+    @property
+    def used(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.base_weights > 0
+        return self.x[keep], self.y[keep]
+
+
+def _bootstrap(form: str, fit, points: _PointSet, options: FitOptions, chunk: int = 256) -> np.ndarray:
+    def draw(batch: int):
+        weights = points.sample_weights(batch)
+        # Records on no resample's frontier carry no weight anywhere: leave them out of the arithmetic.
+        used = weights.any(axis=0)
+        weights, x, y = weights[:, used], points.x[used], points.y[used]
+        distinct = distinct_present(x, weights)
+        if form == "paper":
+            slope, intercept = weighted_loglog(np.log(x), np.log(y), weights)
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                params = np.column_stack([slope, np.exp(intercept / slope)])
+            return params, distinct >= 2
+        model = saturating_model(np.log(x / fit.x_scale))
+        lower, upper = np.array(saturating_bounds(points.y)).T
+        thetas = [huber_lm(model, np.tile(fit.theta, (len(w), 1)), np.log(y), w, options.huber_delta, lower, upper)
+                  for w in np.array_split(weights, max(1, len(weights) // chunk))]
+        e, a, alpha = np.concatenate(thetas).T
+        params = np.column_stack([np.exp(e), fit.x_scale * np.exp(a / alpha), alpha])
+        return params, distinct >= 3
+
+    return draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(fit.params())))
+
+
+def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: FitOptions) -> LawFit:
+    x, y = points.used
+    fit = _fit_one(form, x, y, options)
+    names = list(fit.params())
+    samples = _bootstrap(form, fit, points, options)
+    if len(samples):
+        low, high = percentile_interval(samples, options.ci_level)
+    else:
+        low = high = np.full(len(names), np.nan)
+    se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+    residuals = np.log(y) - np.log(fit.predict(x))
+    return LawFit(metric=metric, x=x_name, form=form, params=fit.params(),
+                  ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
+                  se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=int(len(samples)),
+                  n_points=int(x.size), r=float(fit.r) if form == "paper" else None,
+                  rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
+                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0])
+
+
+def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> dict:
+    if len(x_test) == 0:
+        return {"skipped": "nothing beyond the remaining runs to predict"}
+    try:
+        fit = _fit_one(form, np.asarray(x_fit, float), np.asarray(y_fit, float), options)
+    except FitError as exc:
+        return {"skipped": f"too little data without the largest model: {exc}"}
+    predicted = fit.predict(np.asarray(x_test, float))
+    rel = predicted / np.asarray(y_test, float) - 1
+    return {"x": list(map(float, x_test)), "y": list(map(float, y_test)), "predicted": predicted.tolist(),
+            "rel_error": rel.tolist(), "max_abs_rel_error": float(np.max(np.abs(rel)))}
+
+
+def _fits_vs_params(finals, options, rng, results: list, skipped: list) -> None:
+    for metric in options.metrics:
+        table = points_vs_params(finals, metric, options.aggregate)
+        x, y = table["N_billion"].to_numpy(float), table["y"].to_numpy(float)
+        points = _PointSet(x, y, np.ones(x.size), lambda batch, n=x.size: resample_counts(n, batch, rng))
+        for form in options.forms:
+            try:
+                law = _law_fit(metric, "N", form, points, options)
+            except FitError as exc:
+                skipped.append(f"{metric} vs N, {form}: {exc}")
+                continue
+            largest = x == x.max()
+            law.holdout = _holdout(form, x[~largest], y[~largest], x[largest], y[largest], options)
+            results.append(law)
+
+
+def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions,
+                     rng: np.random.Generator) -> _PointSet:
+    """All records sorted by (compute, loss); a resample's weights mark its own runs' frontier."""
+    data = curves.dropna(subset=[metric]).sort_values(["C_pflops", metric], kind="mergesort")
+    runs = np.array(sorted(data["point_id"].unique()))
+    run_code = np.searchsorted(runs, data["point_id"].to_numpy())
+    x, y = data["C_pflops"].to_numpy(float), data[metric].to_numpy(float)
+    above_floor = (x >= options.frontier_min_pflops).astype(float)
+    base = frontier_weights(run_code, y, np.ones((1, runs.size)))[0] * above_floor
+    return _PointSet(x, y, base, lambda batch: frontier_weights(
+        run_code, y, resample_counts(runs.size, batch, rng)) * above_floor[None, :])
+
+
+def _fits_vs_compute(curves, options, rng, results: list, skipped: list, frontiers: dict) -> None:
+    curves = curves[curves["C_pflops"] > 0]
+    largest_n = curves["N"].max()
+    small = curves[curves["N"] < largest_n]
+    for metric in options.metrics:
+        points = _frontier_points(curves, metric, options, rng)
+        front = pareto_frontier(curves.dropna(subset=[metric]), x="C_pflops", y=metric)
+        front = front[front["C_pflops"] >= options.frontier_min_pflops]
+        frontiers[metric] = front[["C_pflops", "C_flops", metric, "point_id", "N", "step"]].reset_index(drop=True)
+        for form in options.forms:
+            try:
+                law = _law_fit(metric, "C", form, points, options)
+            except FitError as exc:
+                skipped.append(f"{metric} vs C, {form}: {exc}")
+                continue
+            if small.empty:
+                law.holdout = {"skipped": "only one model size"}
+            else:
+                reduced = pareto_frontier(small.dropna(subset=[metric]), x="C_pflops", y=metric)
+                reduced = reduced[reduced["C_pflops"] >= options.frontier_min_pflops]
+                x, y = front["C_pflops"].to_numpy(float), front[metric].to_numpy(float)
+                beyond = x > reduced["C_pflops"].max()
+                law.holdout = _holdout(form, reduced["C_pflops"], reduced[metric], x[beyond], y[beyond], options)
+            results.append(law)
+
+
+def _fits_chinchilla(finals, options, rng, results: list, skipped: list) -> None:
+    d_column = "D_tokens" if finals["D_tokens"].notna().all() else "D_images"
+    n, d = finals["N"].to_numpy(float), finals[d_column].to_numpy(float)
+    if np.unique(n).size < 3 or np.unique(d).size < 3:
+        skipped.append("Chinchilla form: needs at least 3 model sizes and 3 data amounts among the final records "
+                       f"({np.unique(n).size} sizes, {np.unique(d).size} data amounts)")
+        return
+    for metric in options.metrics:
+        y = finals[metric].to_numpy(float)
+        try:
+            fit = fit_chinchilla(n, d, y, delta=options.huber_delta)
+        except FitError as exc:
+            skipped.append(f"{metric} vs N,D, chinchilla: {exc}")
+            continue
+        names = list(fit.params())
+        model = chinchilla_model(np.log(n / fit.scales[0]), np.log(d / fit.scales[1]))
+        lower, upper = np.array(chinchilla_bounds(y)).T
+
+        def draw(batch, fit=fit, y=y):
+            weights = resample_counts(n.size, batch, rng)
+            usable = (distinct_present(n, weights) >= 3) & (distinct_present(d, weights) >= 3) & \
+                (distinct_present(np.column_stack([n, d]), weights) >= 5)
+            e, a, a_exp, b, b_exp = huber_lm(model, np.tile(fit.theta, (batch, 1)), np.log(y), weights,
+                                             options.huber_delta, lower, upper).T
+            return np.column_stack([np.exp(e), np.exp(a) * fit.scales[0] ** a_exp, a_exp,
+                                    np.exp(b) * fit.scales[1] ** b_exp, b_exp]), usable
+        samples = draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(names)))
+        low, high = percentile_interval(samples, options.ci_level) if len(samples) else (
+            np.full(len(names), np.nan),) * 2
+        se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+        residuals = np.log(y) - np.log(fit.predict(n, d))
+        results.append(LawFit(
+            metric=metric, x="N,D", form="chinchilla", params=fit.params(),
+            ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
+            se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=len(samples),
+            n_points=n.size, r=None, rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=n.tolist(),
+            y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
+            note=f"N in parameters, D = {d_column}"))
+
+
+def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: str = "",
+              **overrides) -> FitResults:
+    """Fit every law of `options` (fields may also be given as keyword overrides) to a collected sweep table."""
+    options = options or FitOptions()
+    if overrides:
+        options = FitOptions(**{**asdict(options), **overrides})
+    options.check()
+    # The problems are tiny (3-5 parameters, tens of points): BLAS threads only contend for the cores.
+    with threadpool_limits(limits=1):
+        return _fit_sweep(table, options, source)
+
+
+def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResults:
+    table = add_compute_columns(validate_table(table, source or "sweep table"))
+    rng = np.random.default_rng(options.seed)
+    finals = final_records(table, split=options.split, finished_only=not options.include_unfinished)
+    curves = table[table["split"] == options.split]
+    if not options.include_unfinished and "state" in curves:
+        curves = curves[curves["state"].astype(str) == "finished"]
+    fits: list[LawFit] = []
+    skipped: list[str] = []
+    frontiers: dict[str, pd.DataFrame] = {}
+    _fits_vs_params(finals, options, rng, fits, skipped)
+    _fits_vs_compute(curves, options, rng, fits, skipped, frontiers)
+    if options.chinchilla:
+        _fits_chinchilla(finals, options, rng, fits, skipped)
+    if not fits:
+        raise FitError("no law could be fitted: " + "; ".join(skipped))
+    return FitResults(fits=fits, options={**asdict(options), "metrics": list(options.metrics),
+                                          "forms": list(options.forms)},
+                      convention=COMPUTE_CONVENTION, points=finals, frontiers=frontiers, skipped=skipped,
+                      source=source)
