@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import sys
 import threading
@@ -29,7 +28,11 @@ from harness.config import save_json
 from harness.control import TrainControl
 from sweeps.state import now_iso
 
-log = logging.getLogger("varscale.sweeps.job")
+
+
+def say(message: str) -> None:
+    """One line in the job's stderr log (submitit's own lines are there too)."""
+    print(f"varscale sweep job: {message}", file=sys.stderr, flush=True)
 
 
 def resolve_trainer(entry: str) -> Callable[..., Any]:
@@ -109,7 +112,7 @@ class PointJob(submitit.helpers.Checkpointable):
         run_dir = Path(self.run_dir)
         status = read_status(run_dir)
         if status and status.get("state") == "finished":
-            log.info("point %s already finished; nothing to do", run_dir.name)
+            say(f"point {run_dir.name} already finished; nothing to do")
             return {"state": "finished", "skipped": True}
         try:
             env = submitit.JobEnvironment()
@@ -118,6 +121,11 @@ class PointJob(submitit.helpers.Checkpointable):
             rank = 0
         if rank == 0:
             _link_logs(run_dir)
+            if status:
+                say(f"point {run_dir.name} continues: status.json says {status.get('state')} at step "
+                    f"{status.get('step')}/{status.get('total_steps')}")
+            else:
+                say(f"point {run_dir.name} starts")
         try:
             _setup_environment(self.threads)
             train_fn = resolve_trainer(self.trainer)
@@ -149,7 +157,7 @@ class PointJob(submitit.helpers.Checkpointable):
             exc = outcome["error"]
             if rank == 0:
                 mark_failed(run_dir, f"{type(exc).__name__}: {exc}")
-            log.error("trainer failed:\n%s", outcome["traceback"])
+            say(f"trainer failed:\n{outcome['traceback']}")
             raise exc
         return outcome["result"]
 
@@ -158,11 +166,11 @@ class PointJob(submitit.helpers.Checkpointable):
         if control is not None and thread is not None and thread.is_alive():
             control.request_checkpoint(stop=True)
             if control.wait_saved(timeout=self.save_timeout_s):
-                log.info("checkpoint saved; requeueing %s", Path(self.run_dir).name)
+                say(f"checkpoint saved; requeueing {Path(self.run_dir).name}")
             else:
                 # requeue anyway: the trainer resumes from its last periodic checkpoint
-                log.warning("no checkpoint confirmation within %.0f s; requeueing from the last periodic "
-                            "checkpoint", self.save_timeout_s)
+                say(f"no checkpoint confirmation within {self.save_timeout_s:.0f} s; requeueing from the last "
+                    "periodic checkpoint")
             thread.join(timeout=10.0)
         return submitit.helpers.DelayedSubmission(
             PointJob(self.run_dir, self.trainer, self.threads, self.save_timeout_s))

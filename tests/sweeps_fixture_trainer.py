@@ -60,6 +60,8 @@ def train_run(run_dir: Path, control=None) -> dict:
         with open(metrics, "r+b") as fh:
             fh.truncate(state["metrics_bytes"])
     step, w = state["step"], state["w"]
+    with open(run_dir / "starts.log", "a") as fh:  # evidence for the tests: where each (re)start began
+        fh.write(f"{step}\n")
     step_s = float(os.environ.get("VARSCALE_FIXTURE_STEP_S", "0.01"))
     started = time.monotonic()
     _status(run_dir, "running", step, total)
