@@ -86,7 +86,7 @@ def _class_sorted_warning(source: ImageSource, splits: int) -> str | None:
         return None
     labels = source.labels
     per_split = [len(np.unique(part)) for part in np.array_split(labels, splits)]
-    if max(per_split) < 0.5 * len(np.unique(labels)):
+    if max(per_split) <= 0.5 * len(np.unique(labels)):
         return (f"{source.path}: rows look class-sorted (each of the {splits} consecutive IS splits holds at most "
                 f"{max(per_split)} of {len(np.unique(labels))} classes); IS is then far too low. Store the rows in "
                 f"a random permutation (varscale sample does)")
@@ -99,7 +99,7 @@ def _stats(features: np.ndarray) -> dict:
 
 
 def _fid(sample_feats, sample_stats, ref_feats, ref_stats, method):
-    method_used = method if (method != "gram" or (sample_feats is not None and ref_feats is not None)) else "sqrtm"
+    method_used = method if (method != "gram" or sample_feats is not None or ref_feats is not None) else "sqrtm"
     value = mf.frechet_distance(sample_stats["mu"], sample_stats["sigma"], ref_stats["mu"], ref_stats["sigma"],
                                 method_used, sample_feats, ref_feats)
     return value, method_used

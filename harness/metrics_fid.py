@@ -5,9 +5,9 @@ Follows openai/guided-diffusion ``evaluations/evaluator.py`` (see docs of ``harn
 * Fréchet distance: mu = mean, sigma = ``np.cov(rowvar=False)`` in float64; ``tr sqrt(sigma1 sigma2)`` with
   ``scipy.linalg.sqrtm`` (retry with 1e-6 on the diagonals when not finite; an imaginary part above 1e-3 is an
   error), as ADM, TTUR and clean-fid do. Two other exact ways to get the same trace are offered: ``eigvals``
-  (torch-fidelity's sum of square roots of the eigenvalues) and ``gram``, which needs the raw features of both
-  sides and uses that the non-zero eigenvalues of sigma1 sigma2 are the squared singular values of
-  Xc1 Xc2^T / sqrt((n1-1)(n2-1)): exact and much faster when there are fewer samples than dimensions.
+  (torch-fidelity's sum of square roots of the eigenvalues) and ``gram``, which needs the raw features of one
+  side at least and solves an n x n problem instead of the d x d one (see ``trace_sqrt_product_gram``): exact,
+  and much faster when there are fewer samples than dimensions (small test and smoke evaluations).
 * IS: softmax of the unbiased logits; ``num_splits`` consecutive equal splits, no shuffling (ADM uses 5000-row
   splits, which is the same at N = 50,000); mean and std of exp(mean KL) over splits; float64.
 * Precision / recall (Kynkäänniemi et al. 2019): radius of each point = distance to its k-th nearest neighbour
@@ -55,13 +55,25 @@ def trace_sqrt_product_eigvals(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(eigenvalues.astype(complex)).real.sum())
 
 
-def trace_sqrt_product_gram(features1: np.ndarray, features2: np.ndarray) -> float:
-    x1 = np.asarray(features1, np.float64)
-    x2 = np.asarray(features2, np.float64)
-    x1 = x1 - x1.mean(0)
-    x2 = x2 - x2.mean(0)
-    singular = np.linalg.svd(x1 @ x2.T, compute_uv=False)
-    return float(singular.sum() / np.sqrt((len(x1) - 1) * (len(x2) - 1)))
+def trace_sqrt_product_gram(features1=None, features2=None, sigma1=None, sigma2=None) -> float:
+    """tr sqrt(S1 S2) through an n x n problem instead of a d x d one (exact; fast when n << d).
+
+    With A = Xc / sqrt(n - 1) for a side whose raw features X are given (S = A^T A), the non-zero eigenvalues
+    of S1 S2 are those of A1 S2 A1^T (symmetric PSD), and with both sides given the square roots are the
+    singular values of A1 A2^T."""
+    def scaled_centred(x):
+        x = np.asarray(x, np.float64)
+        return (x - x.mean(0)) / np.sqrt(len(x) - 1)
+
+    if features1 is not None and features2 is not None:
+        return float(np.linalg.svd(scaled_centred(features1) @ scaled_centred(features2).T, compute_uv=False).sum())
+    if features1 is None:  # tr sqrt(S1 S2) = tr sqrt(S2 S1): put the side with features first
+        features1, sigma2 = features2, sigma1
+    if features1 is None or sigma2 is None:
+        raise ValueError("the 'gram' method needs the raw features of at least one set")
+    a = scaled_centred(features1)
+    eigenvalues = np.linalg.eigvalsh(a @ np.asarray(sigma2, np.float64) @ a.T)
+    return float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "sqrtm", features1=None, features2=None) -> float:
@@ -75,9 +87,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "sqrtm", features1=
     elif method == "eigvals":
         tr_covmean = trace_sqrt_product_eigvals(sigma1, sigma2)
     elif method == "gram":
-        if features1 is None or features2 is None:
-            raise ValueError("the 'gram' method needs the raw features of both sets")
-        tr_covmean = trace_sqrt_product_gram(features1, features2)
+        tr_covmean = trace_sqrt_product_gram(features1, features2, sigma1, sigma2)
     else:
         raise ValueError(f"unknown Fréchet method {method!r}; expected one of {FID_METHODS}")
     diff = mu1 - mu2

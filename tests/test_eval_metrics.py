@@ -43,6 +43,8 @@ def test_fid_matches_independent_computation_and_torch_fidelity(n1, n2):
     assert expected > 1.0
     for method in mf.FID_METHODS:
         assert mf.frechet_distance(mu1, s1, mu2, s2, method, x1, x2) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    for one_side in ((x1, None), (None, x2)):   # gram with only one side's raw features (a stored reference)
+        assert mf.frechet_distance(mu1, s1, mu2, s2, "gram", *one_side) == pytest.approx(expected, rel=1e-6)
     tf_fid = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(x1.astype(np.float64))),
                                       fid_features_to_statistics(torch.from_numpy(x2.astype(np.float64))), False)
     assert mf.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(tf_fid["frechet_inception_distance"], rel=1e-6)
