@@ -38,6 +38,7 @@ AGGREGATES = ("best", "mean", "all")
 class FitOptions:
     metrics: tuple[str, ...] = METRIC_COLUMNS
     forms: tuple[str, ...] = FORMS
+    against: tuple[str, ...] = ("N", "C")  # fit against model size, compute, or both
     chinchilla: bool = True          # fit E + A/N^a + B/D^b when the final records vary both N and D
     n_boot: int = 1000
     seed: int = 0
@@ -55,6 +56,8 @@ class FitOptions:
         unknown = [f for f in self.forms if f not in FORMS]
         if unknown:
             raise ValueError(f"unknown form(s) {unknown}; expected some of {list(FORMS)}")
+        if not set(self.against) <= {"N", "C"}:
+            raise ValueError(f"against must name 'N' and/or 'C', got {self.against}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
         if self.n_boot < 0 or not 0 < self.ci_level < 1:
@@ -133,7 +136,7 @@ def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: Fi
                   se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=int(len(samples)),
                   n_points=int(x.size), r=float(fit.r) if form == "paper" else None,
                   rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
-                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0])
+                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0], samples=samples)
 
 
 def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> dict:
@@ -241,7 +244,7 @@ def _fits_chinchilla(finals, options, rng, results: list, skipped: list) -> None
             se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=len(samples),
             n_points=n.size, r=None, rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=n.tolist(),
             y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
-            note=f"N in parameters, D = {d_column}"))
+            note=f"N in parameters, D = {d_column}", samples=samples))
 
 
 def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: str = "",
@@ -266,13 +269,15 @@ def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResu
     fits: list[LawFit] = []
     skipped: list[str] = []
     frontiers: dict[str, pd.DataFrame] = {}
-    _fits_vs_params(finals, options, rng, fits, skipped)
-    _fits_vs_compute(curves, options, rng, fits, skipped, frontiers)
+    if "N" in options.against:
+        _fits_vs_params(finals, options, rng, fits, skipped)
+    if "C" in options.against:
+        _fits_vs_compute(curves, options, rng, fits, skipped, frontiers)
     if options.chinchilla:
         _fits_chinchilla(finals, options, rng, fits, skipped)
     if not fits:
         raise FitError("no law could be fitted: " + "; ".join(skipped))
     return FitResults(fits=fits, options={**asdict(options), "metrics": list(options.metrics),
-                                          "forms": list(options.forms)},
+                                          "forms": list(options.forms), "against": list(options.against)},
                       convention=COMPUTE_CONVENTION, points=finals, frontiers=frontiers, skipped=skipped,
                       source=source)

@@ -43,6 +43,16 @@ class LawFit:
     x_unit: float = 1.0        # raw value of one unit of x (1e9 for N, 1e15 for C)
     d_values: list[float] | None = None  # second variable of the Chinchilla form
     note: str = ""
+    # bootstrap parameter samples (n_boot, len(params)) of this session; not saved to JSON
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def interval(self, level: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Percentile interval at another level from this session's bootstrap samples."""
+        if self.samples is None or len(self.samples) == 0:
+            raise ValueError("no bootstrap samples kept (results loaded from JSON or n_boot=0)")
+        tail = (1 - level) / 2
+        low, high = np.quantile(self.samples, [tail, 1 - tail], axis=0)
+        return dict(zip(self.params, map(float, low))), dict(zip(self.params, map(float, high)))
 
     def predict(self, x_in_unit, d=None) -> np.ndarray:
         x = np.asarray(x_in_unit, dtype=float)
@@ -103,7 +113,8 @@ class FitResults:
         return {
             "source": self.source, "options": self.options, "convention": self.convention,
             "x_units": {k: {"unit": u, "label": label} for k, (u, label) in X_UNITS.items()},
-            "fits": [asdict(fit) for fit in self.fits], "skipped": self.skipped,
+            "fits": [{k: v for k, v in asdict(fit).items() if k != "samples"} for fit in self.fits],
+            "skipped": self.skipped,
             "points": json.loads(self.points.to_json(orient="records")),
             "frontiers": {k: json.loads(v.to_json(orient="records")) for k, v in self.frontiers.items()},
         }
