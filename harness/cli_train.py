@@ -88,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config_path.exists():
         if given:
             existing, _ = read_run_config(args.run_dir)
-            wanted = from_dict(TrainConfig, {**to_dict(existing), **_merge(to_dict(existing), args)})
+            wanted = _absolute_paths(from_dict(TrainConfig, {**to_dict(existing), **_merge(to_dict(existing), args)}))
             wanted.validate()
             if to_dict(wanted) != to_dict(existing):
                 diff = _first_difference(to_dict(existing), to_dict(wanted))
@@ -96,7 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                   f"or run without --config/--set to resume")
     else:
         raw = {k: v for k, v in _config_dict(args.config, args.overrides).items() if k not in DERIVED_BLOCKS}
-        cfg = from_dict(TrainConfig, raw)
+        cfg = _absolute_paths(from_dict(TrainConfig, raw))
         cfg.validate()
         save_json(config_path, to_dict(cfg))
     from .trainer import NonFiniteLossError
@@ -112,6 +112,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"state": result["state"], "step": result["step"], "val_loss_mean": final.get("loss_mean"),
                       "val_err_mean": final.get("err_mean"), "run_dir": result["run_dir"]}))
     return 0
+
+
+def _absolute_paths(cfg):
+    """Paths given on the command line are relative to the caller's directory; the run must not depend on it."""
+    import os
+
+    data = cfg.data
+    for name in ("root", "token_cache"):
+        if getattr(data, name):
+            setattr(data, name, os.path.abspath(getattr(data, name)))
+    if cfg.tokenizer.path:
+        cfg.tokenizer.path = os.path.abspath(cfg.tokenizer.path)
+    return cfg
 
 
 def _merge(base: dict, args: argparse.Namespace) -> dict:
@@ -167,6 +180,10 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
     data_cfg = from_dict(DataConfig, _config_dict(args.config, args.overrides), prefix="data.")
     data_cfg.validate()
+    if data_cfg.root:
+        import os
+
+        data_cfg.root = os.path.abspath(data_cfg.root)
     device = resolve_device(args.device)
     kwargs = json.loads(args.kwargs) if args.kwargs else None
     vae, ref = load_tokenizer(TokenizerRef(path=str(args.tokenizer), kwargs=kwargs), device)
