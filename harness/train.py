@@ -63,6 +63,21 @@ def _checkpoint_step(run_dir: Path) -> int:
         return 0
 
 
+# options that may change between a checkpoint and its resumption without changing the trajectory
+OPERATIONAL_OPTIONS = {"checkpoint_every_steps", "checkpoint_every_minutes", "peak_flops", "eval_batch_size",
+                       "data.workers", "device"}
+
+
+def _check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Path, prefix: str = "") -> None:
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        if isinstance(saved.get(key), dict) and isinstance(current.get(key), dict) and key != "kwargs":
+            _check_same_config(saved[key], current[key], path, name + ".")
+        elif saved.get(key) != current.get(key) and name not in OPERATIONAL_OPTIONS:
+            raise ConfigError(f"{path} was written with {name}={saved.get(key)!r} but config.json now says "
+                              f"{current.get(key)!r}; resuming would not continue the same run (use a new run dir)")
+
+
 class _Run:
     def __init__(self, run_dir: Path, cfg: TrainConfig, env: DistEnv, control: TrainControl) -> None:
         self.run_dir, self.cfg, self.env, self.control = run_dir, cfg, env, control
@@ -102,6 +117,7 @@ class _Run:
             return
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{self.checkpointer.last_path}: unknown checkpoint format {state.get('format')!r}")
+        _check_same_config(state["config"], to_dict(self.cfg), self.checkpointer.last_path)
         self.trainer.load_state_dict(state["trainer"])
         self.step, self.wall_time_s = int(state["step"]), float(state["wall_time_s"])
         self.unreadable = int(state.get("unreadable_images", 0))

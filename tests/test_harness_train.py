@@ -151,3 +151,22 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     weights = {k: t for k, t in state["trainer"]["model"].items() if k != "attn_bias_for_masking"}  # -inf mask
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
     assert not (run / "final").exists()
+
+
+def test_resume_refuses_a_changed_config(tmp_path, tokenizer):
+    torch.set_num_threads(1)
+    run = write_run(tmp_path / "run", tiny_run_config(tokenizer, total_steps=4, eval_every=0,
+                                                       checkpoint_every_steps=2))
+    control = TrainControl()
+    control.request_checkpoint(stop=True)
+    train_run(run, control)
+    config = json.loads((run / "config.json").read_text())
+    config["base_lr"] = 0.5
+    (run / "config.json").write_text(json.dumps(config))
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"written with base_lr=0.1 but config.json now says 0.5"):
+        train_run(run)
+    config["base_lr"], config["checkpoint_every_steps"] = 0.1, 1  # an operational option may change
+    (run / "config.json").write_text(json.dumps(config))
+    assert train_run(run)["state"] == "finished"
