@@ -1,0 +1,186 @@
+"""The paper's scaling figures for any collected sweep (matplotlib with seaborn styling, Agg backend).
+
+- `figure_vs_params(results)`: VAR Figure 5, test loss and token error against N, last scale and all scales,
+  log-log, each fitted law as a line with its equation in the legend;
+- `figure_vs_compute(table, results)`: VAR Figure 6, every run's validation curve against training compute
+  (coloured by model size), the Pareto frontier and the laws fitted to it;
+- the paper's published laws (Eqs. 11-16) as dotted reference lines: `paper_laws="slope"` draws them with the
+  paper's exponent through the centre of our points (the paper's L is normalised by an unpublished L_inf, so
+  only its slope is comparable with raw cross-entropy), `"absolute"` as published, None not at all;
+- `figure_per_scale(table)` and `figure_sample_grid(...)` in analysis/run_figures.py.
+Sizes are for a two-column paper: FULL_WIDTH inches wide, 8 pt text. `draw_all` writes every figure as PNG
+(200 dpi) and PDF and returns the paths.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
+
+from analysis.compute import add_compute_columns  # noqa: E402
+from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
+from analysis.results import FitResults, LawFit  # noqa: E402
+
+FULL_WIDTH = 6.75   # inches, text width of a two-column paper
+COLUMN_WIDTH = 3.25
+PANEL_ORDER = ("loss_last", "loss_mean", "err_last", "err_mean")
+FORM_STYLE = {"paper": dict(color="C0", linestyle="-", linewidth=1.4),
+              "saturating": dict(color="C3", linestyle="--", linewidth=1.4)}
+REFERENCE_STYLE = dict(color="0.45", linestyle=":", linewidth=1.3)
+Y_UNITS = {"loss": "nats", "err": "fraction"}
+
+
+def apply_style() -> None:
+    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.0,
+                  rc={"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8.5, "legend.fontsize": 6.5,
+                      "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3,
+                      "figure.dpi": 100, "savefig.dpi": 200, "legend.framealpha": 0.85})
+
+
+def y_label(metric: str) -> str:
+    return f"{METRIC_LABELS[metric]} ({Y_UNITS[metric.split('_')[0]]})"
+
+
+def fit_label(fit: LawFit) -> str:
+    ci = f"α∈[{fit.ci_low['alpha']:.3g}, {fit.ci_high['alpha']:.3g}]" if np.isfinite(fit.ci_low["alpha"]) else ""
+    extra = f", r={fit.r:.4f}" if fit.r is not None else ""
+    return f"{fit.equation}{extra}\n{int(fit.ci_level * 100)}% CI {ci}" if ci else f"{fit.equation}{extra}"
+
+
+def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
+    """Log-log axes with labels; the top `legend_room` of the panel is left free for the legend."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label(metric))
+    low, high = ax.get_ylim()
+    if high / low < 10:
+        # Less than a decade of data, where log ticks would leave it unlabelled: plain, evenly stepped
+        # numbers over the data only (the legend's room above stays free of ticks).
+        ticks = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+        ax.set_yticks(ticks[(ticks >= low) & (ticks <= high)])
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(low, high * (high / low) ** (legend_room / (1 - legend_room)))
+
+
+def _draw_reference(ax, metric: str, x_name: str, x_grid: np.ndarray, ys: np.ndarray, mode: str | None):
+    if mode is None:
+        return
+    law = paper_law(metric, x_name)
+    values = law(x_grid)
+    label = f"VAR paper Eq. {law.equation_number} (α={law.alpha:g})"
+    if mode == "slope":  # same exponent, through the geometric centre of our points
+        centre_x = np.exp(np.mean(np.log(x_grid)))
+        values = values / law(centre_x) * np.exp(np.mean(np.log(ys)))
+        label += ", slope only"
+    ax.plot(x_grid, values, label=label, **REFERENCE_STYLE)
+
+
+def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.ndarray) -> None:
+    for form in ("paper", "saturating"):
+        fit = results.get(metric, x_name, form)
+        if fit is not None:
+            ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
+
+
+def figure_vs_params(results: FitResults, paper_laws: str | None = "slope") -> plt.Figure:
+    apply_style()
+    metrics = [m for m in PANEL_ORDER if any(f.metric == m and f.x == "N" for f in results.fits)]
+    if not metrics:
+        raise ValueError("no fits against N in these results; run the fits with against=('N', ...)")
+    fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.2), squeeze=False)
+    for ax, metric in zip(axes.ravel(), metrics):
+        fit = next(f for f in results.fits if f.metric == metric and f.x == "N")
+        x, y = np.array(fit.x_values), np.array(fit.y_values)
+        x_grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
+        ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
+        _draw_fits(ax, results, metric, "N", x_grid)
+        _draw_reference(ax, metric, "N", x_grid, y, paper_laws)
+        _log_axes(ax, X_UNITS["N"][1], metric)
+        ax.set_title(METRIC_LABELS[metric])
+        ax.legend(loc="upper right")
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str | None = "slope",
+                      split: str = "val") -> plt.Figure:
+    apply_style()
+    data = table if "C_pflops" in table else add_compute_columns(table)
+    data = data[(data["split"] == split) & (data["C_pflops"] > 0)]
+    metrics = [m for m in PANEL_ORDER if m in results.frontiers]
+    if not metrics:
+        raise ValueError("no fits against compute in these results; run the fits with against=(..., 'C')")
+    sizes = data.groupby("point_id")["N"].first()
+    norm = LogNorm(vmin=sizes.min() / 1e9, vmax=max(sizes.max(), sizes.min() * 1.01) / 1e9)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.4), squeeze=False)
+    for ax, metric in zip(axes.ravel(), metrics):
+        for point_id, run in data.sort_values("step").groupby("point_id"):
+            ax.plot(run["C_pflops"], run[metric], color=cmap(norm(sizes[point_id] / 1e9)), linewidth=0.9,
+                    alpha=0.8)
+        front = results.frontiers[metric]
+        ax.plot(front["C_pflops"], front[metric], color="k", linewidth=1.0, marker=".", markersize=3,
+                label=f"Pareto frontier ({len(front)} records)")
+        x_grid = np.geomspace(front["C_pflops"].min(), front["C_pflops"].max(), 200)
+        _draw_fits(ax, results, metric, "C", x_grid)
+        _draw_reference(ax, metric, "C", x_grid, front[metric].to_numpy(float), paper_laws)
+        _log_axes(ax, X_UNITS["C"][1], metric)
+        ax.set_title(METRIC_LABELS[metric])
+        ax.legend(loc="upper right")
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_visible(False)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    bar_ax = fig.add_axes((0.915, 0.15, 0.015, 0.7))
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=bar_ax, label="Model parameters N (billions)")
+    return fig
+
+
+def save_figure(fig: plt.Figure, out_dir: Path | str, stem: str, formats=("png", "pdf")) -> list[Path]:
+    """Write fig as out_dir/stem.<format> for each format, atomically; closes the figure."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = out_dir / f"{stem}.{fmt}"
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight")
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        written.append(target)
+    plt.close(fig)
+    return written
+
+
+def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples=None,
+             paper_laws: str | None = "slope", formats=("png", "pdf")) -> list[Path]:
+    """Every figure of a sweep into out_dir; `samples` is an ADM .npz path or a (N, H, W, 3) uint8 array."""
+    from analysis.run_figures import figure_per_scale, figure_sample_grid
+
+    written: list[Path] = []
+    if any(f.x == "N" for f in fits.fits):
+        written += save_figure(figure_vs_params(fits, paper_laws), out_dir, "fig5_scaling_vs_params", formats)
+    if fits.frontiers:
+        written += save_figure(figure_vs_compute(table, fits, paper_laws), out_dir, "fig6_scaling_vs_compute",
+                               formats)
+    if any(c.startswith("loss_s") for c in table.columns):
+        written += save_figure(figure_per_scale(table), out_dir, "per_scale_metrics", formats)
+    if samples is not None:
+        written += save_figure(figure_sample_grid(samples), out_dir, "samples_grid", formats)
+    return written

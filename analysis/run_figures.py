@@ -1,0 +1,93 @@
+"""Figures about single runs: per-scale metrics of every run, and a grid of generated samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from analysis.compute import final_records  # noqa: E402
+from analysis.figures import FULL_WIDTH, apply_style  # noqa: E402
+
+VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def _scale_columns(table: pd.DataFrame, prefix: str) -> list[str]:
+    columns = [c for c in table.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    return sorted(columns, key=lambda c: int(c[len(prefix):]))
+
+
+def figure_per_scale(table: pd.DataFrame, patch_nums=None, split: str = "val") -> plt.Figure:
+    """Final validation loss and token error at each scale, one line per run, coloured by model size."""
+    apply_style()
+    finals = final_records(table, split=split, finished_only=False)
+    loss_cols, err_cols = _scale_columns(finals, "loss_s"), _scale_columns(finals, "err_s")
+    if not loss_cols:
+        raise ValueError("the table has no per-scale columns (loss_s0, loss_s1, ...)")
+    if patch_nums is None and len(loss_cols) == len(VAR_PATCH_NUMS):
+        patch_nums = VAR_PATCH_NUMS
+    ticks = [f"{p}×{p}" for p in patch_nums] if patch_nums else [str(i) for i in range(len(loss_cols))]
+    norm = LogNorm(vmin=finals["N"].min() / 1e9, vmax=max(finals["N"].max(), finals["N"].min() * 1.01) / 1e9)
+    cmap = plt.get_cmap("viridis")
+    panels = [(loss_cols, "Test loss at scale (nats)")] + ([(err_cols, "Token error rate at scale (fraction)")]
+                                                          if err_cols else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(FULL_WIDTH, 2.6), squeeze=False)
+    for ax, (columns, label) in zip(axes[0], panels):
+        for _, run in finals.iterrows():
+            ax.plot(range(len(columns)), run[columns].to_numpy(float), marker="o", markersize=2.5, linewidth=1,
+                    color=cmap(norm(run["N"] / 1e9)), label=f"{run['point_id']} ({run['N'] / 1e6:.1f}M)")
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels(ticks[:len(columns)], rotation=45 if len(columns) > 6 else 0)
+        ax.set_xlabel("Scale (token map size)" if patch_nums else "Scale index")
+        ax.set_ylabel(label)
+    if len(finals) <= 8:
+        axes[0][0].legend(loc="best", fontsize=6)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=fig.add_axes((0.915, 0.2, 0.015, 0.65)),
+                 label="N (billions)")
+    return fig
+
+
+def load_samples(samples) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images uint8 (N, H, W, 3), labels or None) from an ADM .npz path or an array."""
+    if isinstance(samples, (str, Path)):
+        path = Path(samples)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such sample batch")
+        with np.load(path) as batch:
+            if "arr_0" not in batch:
+                raise ValueError(f"{path}: not an ADM sample batch (no arr_0; keys {list(batch.keys())})")
+            images = batch["arr_0"]
+            labels = batch["arr_1"] if "arr_1" in batch else None
+    else:
+        images, labels = np.asarray(samples), None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"samples must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    return images, labels
+
+
+def figure_sample_grid(samples, labels=None, columns: int = 8, max_images: int = 32,
+                       class_names: dict[int, str] | None = None) -> plt.Figure:
+    """A grid of the first `max_images` samples, sorted by class when labels are known."""
+    apply_style()
+    images, stored_labels = load_samples(samples)
+    labels = stored_labels if labels is None else np.asarray(labels)
+    order = np.argsort(labels, kind="stable") if labels is not None else np.arange(len(images))
+    order = order[:max_images]
+    rows = int(np.ceil(len(order) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(FULL_WIDTH, FULL_WIDTH / columns * rows * 1.12),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, index in zip(axes.ravel(), order):
+        ax.imshow(images[index], interpolation="nearest")
+        if labels is not None:
+            name = class_names.get(int(labels[index]), str(labels[index])) if class_names else str(labels[index])
+            ax.set_title(f"class {name}", fontsize=6, pad=2)
+    fig.subplots_adjust(wspace=0.05, hspace=0.25, left=0.01, right=0.99, top=0.95, bottom=0.01)
+    return fig
