@@ -1,0 +1,134 @@
+"""``varscale sample``: argument parsing and the shard/merge flow (the protocol lives in harness.sampling)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register_sample(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample", help="class-balanced samples for FID (VAR protocol by default), sharded and resumable",
+        description="Generate N class-balanced samples into an ADM-format .npz (rows in a recorded random "
+                    "permutation) with a JSON sidecar. Default settings are VAR's FID protocol: 50 per class, "
+                    "cfg 1.5 (ramped), top-k 900, top-p 0.96, more_smooth off. Shard with --shard/--num-shards "
+                    "(e.g. a SLURM array) or under torchrun; rerunning the same command redoes only missing "
+                    "batches; the shard that completes the set merges.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", help="a finished varscale run directory (config.json + final/model.safetensors)")
+    src.add_argument("--model", help="an official preset, e.g. VAR-d16 (weights from the cache or the paths below)")
+    p.add_argument("--var-checkpoint", help="VAR weights (.pth/.safetensors) for --model")
+    p.add_argument("--vae-checkpoint", help="tokenizer weights for --model (default: released vae_ch160v4096z32)")
+    p.add_argument("--out", help="output .npz (default with --run: RUN_DIR/samples/<settings>.npz)")
+    p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--num-samples", type=int, help="total samples (default: per-class x number of classes)")
+    p.add_argument("--batch-size", type=int, default=50, help="part of the protocol: it changes the samples")
+    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--top-k", type=int, default=900)
+    p.add_argument("--top-p", type=float, default=0.96)
+    p.add_argument("--more-smooth", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="master seed; every batch derives its own seed from it")
+    p.add_argument("--rounding", choices=("round", "trunc"), default="round")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--shard", type=int, help="this shard's index (default: RANK under torchrun, else 0)")
+    p.add_argument("--num-shards", type=int, help="number of shards (default: WORLD_SIZE under torchrun, else 1)")
+    p.add_argument("--png", action="store_true", help="also write <out>_png/{row:06d}.png in row order")
+    p.add_argument("--no-merge", action="store_true", help="only make this shard's batches")
+    p.add_argument("--merge-only", action="store_true", help="assemble --out from its finished batches")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _default_out(args) -> str:
+    from pathlib import Path
+
+    if not args.run:
+        from harness.cli import UsageError
+
+        raise UsageError("--out is required with --model (e.g. --out samples/var_d16.npz)")
+    n = args.num_samples or "balanced"
+    tag = f"cfg{args.cfg:g}-k{args.top_k}-p{args.top_p:g}-n{n}-pc{args.per_class}-s{args.seed}-{args.rounding}"
+    return str(Path(args.run) / "samples" / f"{tag}.npz")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+
+    from harness.cli import UsageError
+    from harness.config import ConfigError
+    from harness.sample_merge import merge
+    from harness.sampling import SampleDir, SamplingError, SamplingProtocol, protocol_header, run_shard
+
+    out = SampleDir(args.out or _default_out(args))
+    try:
+        if args.merge_only:
+            print(merge(out, png=args.png))
+            return 0
+        if not (args.run or args.model):
+            raise UsageError("give the model: --run RUN_DIR or --model VAR-d16 (or --merge-only)")
+        env, shard, num_shards = _shard_setup(args)
+        device = args.device or str(env.device if env else _default_device())
+        var, info = _load(args, device)
+        protocol = SamplingProtocol(num_classes=var.num_classes, per_class=args.per_class,
+                                    num_samples=args.num_samples, batch_size=args.batch_size, cfg=args.cfg,
+                                    top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
+                                    master_seed=args.seed, rounding=args.rounding, precision=args.precision,
+                                    device_type=_device_type(device))
+        from harness.sample_model import make_generate
+
+        generate = make_generate(var, protocol, device)
+        out.claim(protocol_header(protocol, info))
+        made = run_shard(out, protocol, generate, shard, num_shards)
+        print(f"shard {shard}/{num_shards}: made {len(made)} batches into {out.parts}", file=sys.stderr)
+        if env is not None and env.distributed:
+            from harness.distributed import barrier
+
+            barrier(env)
+            if not env.is_main:
+                return 0
+        complete = len(out.done(protocol.num_batches)) == protocol.num_batches
+        if not args.no_merge and complete:
+            print(merge(out, png=args.png))
+        elif not complete:
+            print(f"{protocol.num_batches - len(out.done(protocol.num_batches))} batches still missing (other "
+                  f"shards); the shard that completes the set merges, or run with --merge-only", file=sys.stderr)
+        return 0
+    except (SamplingError, CheckpointError, ConfigError, ValueError) as exc:
+        print(f"varscale sample: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _shard_setup(args):
+    from harness.cli import UsageError
+
+    if args.shard is not None or args.num_shards is not None:
+        shard, num_shards = args.shard or 0, args.num_shards or 1
+        if not 0 <= shard < num_shards:
+            raise UsageError(f"--shard {shard} must be in [0, --num-shards {num_shards})")
+        return None, shard, num_shards
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # torchrun: one shard per rank, rank 0 merges
+        from harness.distributed import init_from_env
+
+        env = init_from_env(args.device or "auto")
+        return env, env.rank, env.world_size
+    return None, 0, 1
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device_type(device: str) -> str:
+    import torch
+
+    return torch.device(device).type
+
+
+def _load(args, device: str):
+    from harness.sample_model import load_preset_model, load_run_model
+
+    if args.run:
+        return load_run_model(args.run, device)
+    return load_preset_model(args.model, args.vae_checkpoint, args.var_checkpoint, device)
