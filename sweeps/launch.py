@@ -19,7 +19,8 @@ from typing import Any, TextIO
 from harness.config import atomic_write_text, save_json
 from sweeps.job import PointJob
 from sweeps.points import Point, expand, path_problems
-from sweeps.spec import Resources, SpecError, SweepSpec
+from sweeps.resources import Resources, SpecError
+from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, locked_state
 from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
 
@@ -119,8 +120,11 @@ def _grouped_problems(points: list[Point]) -> list[str]:
     for p in points:
         for message in path_problems(p):
             by_message.setdefault(message, []).append(p.id)
-    return [f"{message} ({'all ' + str(len(ids)) + ' points' if len(ids) == len(points) and len(ids) > 1 else ', '.join(ids)})"
-            for message, ids in by_message.items()]
+    lines = []
+    for message, ids in by_message.items():
+        which = f"all {len(ids)} points" if len(ids) == len(points) > 1 else ", ".join(ids)
+        lines.append(f"{message} ({which})")
+    return lines
 
 
 def _resources_summary(r: Resources) -> str:
@@ -161,7 +165,9 @@ def _executor(spec: SweepSpec, resources: Resources, folder: Path):
 
 
 def _job(spec: SweepSpec, point: Point) -> PointJob:
-    return PointJob(point.run_dir, spec.trainer, threads=point.resources.cpus_per_task)
+    # the trainer must save within the warning time SLURM gives before the limit (leave a margin to requeue)
+    save_timeout_s = max(10.0, 0.8 * point.resources.signal_delay_s)
+    return PointJob(point.run_dir, spec.trainer, threads=point.resources.cpus_per_task, save_timeout_s=save_timeout_s)
 
 
 def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO) -> None:
@@ -257,7 +263,8 @@ def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, w
     else:
         _run_local(spec, todo, report, out, poll_s)
     if todo and (wait or spec.executor == "local"):
-        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s, out=None)
+        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s,
+                                out=out if spec.executor == "slurm" else None)
     return report
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, DataConfig, TrainConfig, from_dict, to_dict
-from sweeps.spec import (AXIS_ALIASES, LENGTH_AXES, NAMED_AXES, Resources, SpecError, SweepSpec,
-                         override_matches)
+from sweeps.resources import Resources, SpecError
+from sweeps.spec import AXIS_ALIASES, LENGTH_AXES, NAMED_AXES, SweepSpec, override_matches
 
 
 @dataclass(frozen=True)

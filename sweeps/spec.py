@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from sweeps.resources import Resources, SpecError, check_int, merge_resources
 
 EXECUTORS = ("slurm", "local")
 MODEL_FAMILIES = ("VAR", "VAR-mini")  # models.registry presets: VAR-d<N> (width 64 N), VAR-mini-d<N> (32 N)
@@ -44,49 +46,10 @@ NAMED_AXES = ("depth", "width", "lr", "seed", "dataset", "total_steps", "epochs"
               "batch_size")
 AXIS_ALIASES = {"lr": "base_lr", "steps": "total_steps"}
 LENGTH_AXES = ("total_steps", "epochs", "train_images", "train_tokens")
-TOP_LEVEL = ("name", "executor", "output_root", "trainer", "model_family", "grid", "train", "overrides", "resources", "max_requeues",
-             "array_parallelism", "epoch_images", "tokens_per_image")
+TOP_LEVEL = ("name", "executor", "output_root", "trainer", "model_family", "grid", "train", "overrides", "resources",
+             "max_requeues", "array_parallelism", "epoch_images", "tokens_per_image")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class SpecError(ValueError):
-    """An invalid sweep spec; the message starts with the file and names the field and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Resources:
-    nodes: int = 1
-    tasks_per_node: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    timeout_min: int = 60
-    signal_delay_s: int = 90  # USR2 this long before the time limit: time to write a checkpoint
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    sbatch_extra: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {exclusive: true}
-
-    def sbatch_parameters(self) -> dict[str, Any]:
-        """The submitit SLURM executor parameters (names as AutoExecutor takes them, prefixed ``slurm_`` or not)."""
-        params: dict[str, Any] = {"nodes": self.nodes, "tasks_per_node": self.tasks_per_node,
-                                  "cpus_per_task": self.cpus_per_task, "timeout_min": self.timeout_min,
-                                  "slurm_signal_delay_s": self.signal_delay_s}
-        if self.gpus_per_node:
-            params["gpus_per_node"] = self.gpus_per_node
-        if self.mem_gb is not None:
-            params["mem_gb"] = self.mem_gb
-        for name in ("partition", "account", "qos", "constraint"):
-            if getattr(self, name) is not None:
-                params[f"slurm_{name}"] = getattr(self, name)
-        if self.sbatch_extra:
-            params["slurm_additional_parameters"] = dict(self.sbatch_extra)
-        return params
-
-
-RESOURCE_FIELDS = tuple(f.name for f in fields(Resources) if f.name != "timeout_min") + ("time_limit",)
 
 
 @dataclass(frozen=True)
@@ -129,34 +92,6 @@ def override_matches(override: Override, axes: dict[str, Any]) -> bool:
     return all(axes.get(axis) in values for axis, values in override.when.items())
 
 
-def parse_time_limit(value: Any, where: str) -> int:
-    """Minutes from an int (minutes) or a SLURM time string: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
-    if isinstance(value, bool):
-        raise SpecError(f"{where} must be minutes or a SLURM time like '2:00:00' or '1-12:00:00', got {value!r}")
-    if isinstance(value, (int, float)):
-        minutes = float(value)
-    else:
-        text = str(value).strip()
-        match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
-        if not match:
-            raise SpecError(f"{where}: cannot parse time limit {value!r}; use minutes (90) or a SLURM time "
-                            "('MM', 'HH:MM:SS', 'D-HH:MM:SS', e.g. '2:00:00' or '1-12:00:00')")
-        days, a, b, c = match.groups()
-        parts = [int(p) for p in (a, b, c) if p is not None]
-        if days is not None:  # D-HH[:MM[:SS]]
-            parts += [0] * (3 - len(parts))
-            minutes = int(days) * 1440 + parts[0] * 60 + parts[1] + parts[2] / 60
-        elif len(parts) == 3:
-            minutes = parts[0] * 60 + parts[1] + parts[2] / 60
-        elif len(parts) == 2:  # MM:SS, as sbatch reads it
-            minutes = parts[0] + parts[1] / 60
-        else:
-            minutes = parts[0]
-    if not minutes > 0:
-        raise SpecError(f"{where} must be positive, got {value!r}")
-    return max(1, int(round(minutes)))
-
-
 def expand_env(value: Any, where: str) -> Any:
     """Replace ${VAR} / ${VAR:-default} in every string of a YAML tree."""
     if isinstance(value, str):
@@ -176,55 +111,6 @@ def expand_env(value: Any, where: str) -> Any:
     return value
 
 
-def _check_int(value: Any, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{where} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_opt_str(value: Any, where: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise SpecError(f"{where} must be a string or null, got {value!r}")
-    return value
-
-
-def merge_resources(base: Resources, raw: Any, path: Path | str, where: str = "resources") -> Resources:
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: {where} must be a mapping of {', '.join(RESOURCE_FIELDS)}")
-    unknown = sorted(set(raw) - set(RESOURCE_FIELDS) - {"timeout_min"})
-    if unknown:
-        raise SpecError(f"{path}: unknown field {where}.{unknown[0]}; allowed fields: {', '.join(RESOURCE_FIELDS)}")
-    values: dict[str, Any] = {}
-    p = f"{path}: {where}"
-    for name in ("nodes", "tasks_per_node", "cpus_per_task"):
-        if name in raw:
-            values[name] = _check_int(raw[name], f"{p}.{name}", 1)
-    for name in ("gpus_per_node", "signal_delay_s"):
-        if name in raw:
-            values[name] = _check_int(raw[name], f"{p}.{name}", 0)
-    if "mem_gb" in raw:
-        mem = raw["mem_gb"]
-        if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
-            raise SpecError(f"{p}.mem_gb must be a positive number of GB or null, got {mem!r}")
-        values["mem_gb"] = mem
-    for name in ("time_limit", "timeout_min"):
-        if name in raw:
-            values["timeout_min"] = parse_time_limit(raw[name], f"{p}.{name}")
-    for name in ("partition", "account", "qos", "constraint"):
-        if name in raw:
-            values[name] = _check_opt_str(raw[name], f"{p}.{name}")
-    if "sbatch_extra" in raw:
-        extra = raw["sbatch_extra"] or {}
-        if not isinstance(extra, dict) or not all(isinstance(v, (str, int, float, bool)) for v in extra.values()):
-            raise SpecError(f"{p}.sbatch_extra must map sbatch option names to values, e.g. {{exclusive: true}}")
-        values["sbatch_extra"] = {str(k).replace("-", "_"): v for k, v in extra.items()}
-    merged = replace(base, **values)
-    if merged.signal_delay_s >= merged.timeout_min * 60:
-        raise SpecError(f"{p}.signal_delay_s ({merged.signal_delay_s} s) must be shorter than the time limit "
-                        f"({merged.timeout_min} min): the checkpoint signal comes that long before the limit")
-    return merged
-
-
 def _parse_grid(raw: Any, path: Path) -> dict[str, list]:
     if not isinstance(raw, dict) or not raw:
         raise SpecError(f"{path}: grid must be a mapping of axis -> list of values with at least 'depth'")
@@ -240,7 +126,7 @@ def _parse_grid(raw: Any, path: Path) -> dict[str, list]:
     if "depth" not in grid:
         raise SpecError(f"{path}: grid.depth is required (the model sizes of the sweep), e.g. depth: [6, 8, 10]")
     for depth in grid["depth"]:
-        _check_int(depth, f"{path}: grid.depth value", 1)
+        check_int(depth, f"{path}: grid.depth value", 1)
     lengths = [a for a in grid if AXIS_ALIASES.get(a, a) in LENGTH_AXES]
     if len(lengths) > 1:
         raise SpecError(f"{path}: grid has {' and '.join(lengths)}; the training length takes only one of "
@@ -325,12 +211,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         path=path, name=name, executor=executor, output_root=Path(output_root).expanduser().absolute(),
         trainer=trainer, model_family=family, grid=grid, train=train, resources=resources,
         overrides=_parse_overrides(raw.get("overrides"), path, grid),
-        max_requeues=_check_int(raw.get("max_requeues", 3), f"{path}: max_requeues", 0),
-        array_parallelism=None if parallelism is None else _check_int(parallelism, f"{path}: array_parallelism", 1),
+        max_requeues=check_int(raw.get("max_requeues", 3), f"{path}: max_requeues", 0),
+        array_parallelism=None if parallelism is None else check_int(parallelism, f"{path}: array_parallelism", 1),
         epoch_images=None if raw.get("epoch_images") is None
-        else _check_int(raw["epoch_images"], f"{path}: epoch_images", 1),
+        else check_int(raw["epoch_images"], f"{path}: epoch_images", 1),
         tokens_per_image=None if raw.get("tokens_per_image") is None
-        else _check_int(raw["tokens_per_image"], f"{path}: tokens_per_image", 1),
+        else check_int(raw["tokens_per_image"], f"{path}: tokens_per_image", 1),
     )
     for override in spec.overrides:
         if spec.executor == "local" and spec.resources_for({a: v[0] for a, v in override.when.items()}).nodes != 1:

@@ -10,7 +10,8 @@ import yaml
 from harness.cli import main
 from sweeps.launch import submit
 from sweeps.points import expand
-from sweeps.spec import SpecError, load_spec, parse_time_limit
+from sweeps.resources import SpecError, parse_time_limit
+from sweeps.spec import load_spec
 from sweeps_testlib import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
