@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.table import TableError
+from analysis.table import TableError, is_finished
 
 COMPUTE_CONVENTION = {
     "N": "params_total: every VAR transformer parameter, class and position embeddings and output head "
@@ -61,7 +61,7 @@ def final_records(table: pd.DataFrame, split: str = "val", finished_only: bool =
     if data.empty:
         raise TableError(f"no {split!r} records in the table (splits present: {sorted(table['split'].unique())})")
     if finished_only and "state" in data:
-        data = data[data["state"].astype(str) == "finished"]
+        data = data[is_finished(data["state"])]
         if data.empty:
             raise TableError("no finished runs in the table; pass include_unfinished to fit the runs as they are")
     last = data.sort_values(["point_id", "step"]).groupby("point_id", sort=False).tail(1)

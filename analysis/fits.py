@@ -28,7 +28,7 @@ from analysis.laws import X_UNITS
 from analysis.powerlaw import (FitError, chinchilla_bounds, fit_chinchilla, fit_loglog, fit_saturating,
                                saturating_bounds)
 from analysis.results import FitResults, LawFit
-from analysis.table import METRIC_COLUMNS, validate_table
+from analysis.table import METRIC_COLUMNS, is_finished, validate_table
 
 FORMS = ("paper", "saturating")
 AGGREGATES = ("best", "mean", "all")
@@ -129,7 +129,8 @@ def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: Fi
         low, high = percentile_interval(samples, options.ci_level)
     else:
         low = high = np.full(len(names), np.nan)
-    se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):  # X0 samples can reach 1e10+ where E ~ min(L)
+        se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
     residuals = np.log(y) - np.log(fit.predict(x))
     return LawFit(metric=metric, x=x_name, form=form, params=fit.params(),
                   ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
@@ -236,7 +237,8 @@ def _fits_chinchilla(finals, options, rng, results: list, skipped: list) -> None
         samples = draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(names)))
         low, high = percentile_interval(samples, options.ci_level) if len(samples) else (
             np.full(len(names), np.nan),) * 2
-        se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
         residuals = np.log(y) - np.log(fit.predict(n, d))
         results.append(LawFit(
             metric=metric, x="N,D", form="chinchilla", params=fit.params(),
@@ -265,7 +267,7 @@ def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResu
     finals = final_records(table, split=options.split, finished_only=not options.include_unfinished)
     curves = table[table["split"] == options.split]
     if not options.include_unfinished and "state" in curves:
-        curves = curves[curves["state"].astype(str) == "finished"]
+        curves = curves[is_finished(curves["state"])]
     fits: list[LawFit] = []
     skipped: list[str] = []
     frontiers: dict[str, pd.DataFrame] = {}

@@ -17,12 +17,18 @@ METRIC_COLUMNS = ("loss_last", "loss_mean", "err_last", "err_mean")
 # Names a collected table may have inside a sweep directory, most specific first.
 TABLE_FILE_NAMES = ("table.parquet", "table.csv", "collected.parquet", "collected.csv", "metrics.parquet",
                     "metrics.csv", "sweep_table.parquet", "sweep_table.csv")
+# A run's state as the run directory (status.json) or the sweep layer (SLURM-like) writes it.
+FINISHED_STATES = ("finished", "completed")
 POINT_COLUMNS_FROM_MODEL = ("depth", "width", "params_total", "params_wo_emb", "flops_fwd_per_image",
                             "flops_train_per_image")
 
 
 class TableError(ValueError):
     """A table or run directory that does not follow docs/contracts.md."""
+
+
+def is_finished(states: pd.Series) -> pd.Series:
+    return states.astype(str).str.lower().isin(FINISHED_STATES)
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
@@ -101,10 +107,10 @@ def table_from_run_dir(run_dir: Path) -> pd.DataFrame:
     for key in POINT_COLUMNS_FROM_MODEL:
         point[key] = model.get(key, np.nan)
     point["model_name"] = model.get("name")
-    for key in ("lr", "seed"):
-        point[key] = config.get(key, np.nan)
-    dataset = config.get("dataset")
-    point["dataset"] = dataset.get("name", str(dataset)) if isinstance(dataset, dict) else dataset
+    point["lr"] = config.get("base_lr", config.get("lr", np.nan))
+    point["seed"] = config.get("seed", np.nan)
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    point["dataset"] = data.get("root") or data.get("source") or config.get("dataset")
     status_path = run_dir / "status.json"
     point["state"] = json.loads(status_path.read_text()).get("state") if status_path.is_file() else "unknown"
     rows = [{**_flatten_record(record), **point} for record in read_metrics_jsonl(metrics_path)]

@@ -1,0 +1,117 @@
+"""``varscale fit`` and ``varscale figures``: the scaling-law fits and the figures of a sweep, alone.
+
+Both take a sweep directory (its collected.csv, or its run directories), a run directory or a table file, and
+write into SOURCE/analysis unless -o says otherwise (file layout: analysis/pipeline.py).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+METRICS = ("loss_last", "loss_mean", "err_last", "err_mean")
+
+
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="sweep directory, run directory, or collected table (.csv/.parquet)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: SOURCE/analysis)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over runs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--aggregate", choices=("best", "mean", "all"), default="best",
+                   help="several runs of one model size: keep the best, average them, or fit all")
+    p.add_argument("--forms", default="paper,saturating",
+                   help="laws to fit: paper (L=(beta*X)^alpha), saturating (L=E+(X0/X)^alpha)")
+    p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)}")
+    p.add_argument("--against", default="N,C", help="fit against N (parameters), C (compute) or both")
+    p.add_argument("--no-chinchilla", action="store_true", help="skip the E + A/N^a + B/D^b fit")
+    p.add_argument("--include-unfinished", action="store_true", help="also fit runs that have not finished")
+    p.add_argument("--frontier-min-pflops", type=float, default=0.0,
+                   help="ignore frontier records below this compute in PFLOPs (warm-up transients)")
+    p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber loss threshold in log space")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fit", help="fit the scaling laws of a sweep (with bootstrap CIs)",
+                              description="Fit power laws of test loss and token error against parameters and "
+                                          "compute, with bootstrap confidence intervals over runs and a "
+                                          "hold-out-largest extrapolation test.")
+    _add_fit_options(p)
+    p.set_defaults(func=cmd_fit)
+    p = subparsers.add_parser("figures", help="draw the paper's scaling figures for a sweep",
+                              description="Fit (as `varscale fit`) and draw Figures 5 and 6 of the VAR paper, "
+                                          "per-scale metrics, a sample grid and the baseline comparison.")
+    _add_fit_options(p)
+    p.add_argument("--samples", type=Path, default=None,
+                   help="sample batch (.npz) for the grid (default: the largest run's samples/*.npz)")
+    p.add_argument("--paper-laws", choices=("slope", "absolute", "none"), default="slope",
+                   help="draw the VAR paper's Eqs. 11-16: slope only (default), as published, or not")
+    p.add_argument("--formats", default="png,pdf", help="figure formats (default png,pdf)")
+    p.add_argument("--resolution", type=int, default=256, help="baseline table resolution (256 or 512)")
+    p.set_defaults(func=cmd_figures)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def fit_options_from_args(args: argparse.Namespace):
+    from analysis.fits import FitOptions
+    from harness.cli import UsageError
+
+    options = FitOptions(metrics=_split(args.metrics), forms=_split(args.forms), against=_split(args.against),
+                         chinchilla=not args.no_chinchilla, n_boot=args.n_boot, seed=args.seed, ci_level=args.ci,
+                         huber_delta=args.huber_delta, aggregate=args.aggregate,
+                         include_unfinished=args.include_unfinished, frontier_min_pflops=args.frontier_min_pflops)
+    try:
+        options.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.n_boot and args.n_boot < 100:
+        raise UsageError(f"--n-boot {args.n_boot} is too few for percentile intervals; use at least 100")
+    return options
+
+
+def print_fit_summary(fits) -> None:
+    print(f"{'metric':<10} {'x':<4} {'form':<11} {'parameters [CI]':<70} {'r':>8} {'holdout':>8}")
+    for fit in fits.fits:
+        params = ", ".join(f"{name}={fit.ci_text(name)}" for name in fit.params)
+        r = f"{fit.r:.4f}" if fit.r is not None else ""
+        held = fit.holdout.get("max_abs_rel_error")
+        print(f"{fit.metric:<10} {fit.x:<4} {fit.form:<11} {params:<70} {r:>8} "
+              f"{f'{held:.2%}' if held is not None else '':>8}")
+    for reason in fits.skipped:
+        print(f"skipped: {reason}")
+
+
+def _run(args: argparse.Namespace, figures: bool) -> int:
+    from analysis.powerlaw import FitError
+    from analysis.table import TableError
+    from harness.cli import UsageError
+
+    options = fit_options_from_args(args)
+    try:
+        if figures:
+            from analysis.pipeline import run_all
+
+            paper_laws = None if args.paper_laws == "none" else args.paper_laws
+            result = run_all(args.source, args.out, options, samples=args.samples, paper_laws=paper_laws,
+                             resolution=args.resolution, formats=_split(args.formats))
+        else:
+            from analysis.pipeline import run_fits
+
+            result = run_fits(args.source, args.out, options)
+    except (TableError, FitError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"fitted {len(result.fits.fits)} laws to {result.source}")
+    print_fit_summary(result.fits)
+    for path in result.fit_files + result.figures:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    return _run(args, figures=False)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    return _run(args, figures=True)

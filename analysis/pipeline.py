@@ -1,0 +1,85 @@
+"""From a sweep on disk to fits, figures and the baseline comparison, in one call (used by the CLI and reports).
+
+Layout written under OUT (default: SWEEP_DIR/analysis, or TABLE_DIR/analysis for a table file):
+  OUT/fits.json, fits.csv, points.csv, frontier_<metric>.csv   see analysis/results.py
+  OUT/figures/fig5_scaling_vs_params.{png,pdf}     paper Figure 5: loss and error vs N
+  OUT/figures/fig6_scaling_vs_compute.{png,pdf}    paper Figure 6: curves vs compute, frontier, fits
+  OUT/figures/per_scale_metrics.{png,pdf}          final loss and error at each scale, per run
+  OUT/figures/samples_grid.{png,pdf}               when a sample batch is given or found
+  OUT/figures/baselines_fid_vs_params.{png,pdf}, baselines_fid_vs_time.{png,pdf}
+  OUT/comparison.csv                               published results + our evaluations
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.baselines import comparison_table, figure_fid_vs_params, figure_fid_vs_time, find_eval_results
+from analysis.fits import FitOptions, fit_sweep
+from analysis.results import FitResults, atomic_write_text
+from analysis.table import load_table
+
+
+def default_out_dir(source: Path | str) -> Path:
+    source = Path(source)
+    return (source.parent if source.is_file() else source) / "analysis"
+
+
+def sweep_root(source: Path | str) -> Path:
+    source = Path(source)
+    return source.parent if source.is_file() else source
+
+
+@dataclass
+class Analysis:
+    source: str
+    out_dir: Path
+    table: pd.DataFrame
+    fits: FitResults
+    fit_files: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    comparison: pd.DataFrame | None = None
+    eval_results: list[Path] = field(default_factory=list)
+
+
+def run_fits(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
+             **overrides) -> Analysis:
+    """Load the sweep table, fit every law, save the fit files."""
+    table, described = load_table(source)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(source)
+    fits = fit_sweep(table, options, source=described, **overrides)
+    return Analysis(source=described, out_dir=out_dir, table=table, fits=fits, fit_files=fits.save(out_dir))
+
+
+def find_samples(root: Path, table: pd.DataFrame) -> Path | None:
+    """The sample batch of the largest model that has one (RUN_DIR/samples/*.npz)."""
+    sizes = table.groupby("point_id")["params_total"].max().to_dict()
+    found = sorted(Path(root).rglob("samples/*.npz"))
+    if not found:
+        return None
+    return max(found, key=lambda npz: (sizes.get(npz.parent.parent.name, -1), str(npz)))
+
+
+def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
+            samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
+            formats=("png", "pdf"), **overrides) -> Analysis:
+    """Fits, every figure and the baseline comparison of one sweep (or run, or table)."""
+    from analysis.figures import draw_all, save_figure
+
+    analysis = run_fits(source, out_dir, options, **overrides)
+    root = sweep_root(source)
+    if samples is None:
+        samples = find_samples(root, analysis.table)
+    figure_dir = analysis.out_dir / "figures"
+    analysis.figures = draw_all(analysis.table, analysis.fits, figure_dir, samples=samples,
+                                paper_laws=paper_laws, formats=formats)
+    analysis.eval_results = find_eval_results(root)
+    analysis.comparison = comparison_table(analysis.eval_results, resolution=resolution)
+    atomic_write_text(analysis.out_dir / "comparison.csv", analysis.comparison.to_csv(index=False))
+    analysis.figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir,
+                                    "baselines_fid_vs_params", formats)
+    analysis.figures += save_figure(figure_fid_vs_time(analysis.comparison), figure_dir,
+                                    "baselines_fid_vs_time", formats)
+    return analysis
