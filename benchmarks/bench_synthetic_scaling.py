@@ -4,7 +4,7 @@ Pipeline, all through the harness: train a small tokenizer on the synthetic set 
 set once (``encode_dataset``), then train ``VAR-mini-d{N}`` for the same number of steps and batch size from the
 token cache and print the final held-out loss (cond-drop off) per depth, overall and at the last scale.
 
-    python benchmarks/bench_synthetic_scaling.py --depths 1 2 4 --steps 300 --tokenizer-steps 300
+    python benchmarks/bench_synthetic_scaling.py --depths 1 2 4 --steps 400 --tokenizer-steps 600
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                       synthetic_val_size=args.val_images)
     t0 = time.perf_counter()
     tok_cfg = TokenizerTrainConfig(data=data, total_steps=args.tokenizer_steps, batch_size=16, lr=1e-3,
-                                   log_every=50, dead_code_every=20)
+                                   log_every=50, dead_code_every=25, ae_warmup_frac=0.25)
     tok_summary = train_tokenizer(tok_cfg, work / "tokenizer")
     tok_s = time.perf_counter() - t0
     vae, ref = load_tokenizer(TokenizerRef(path=str(work / "tokenizer" / "tokenizer.safetensors")))

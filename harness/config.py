@@ -160,6 +160,7 @@ class TokenizerTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 2.0
     dead_code_every: int = 50  # steps between dead-code re-initialisations; 0: off
+    ae_warmup_frac: float = 0.1  # first steps train encoder/decoder without quantization, then codes start on data
     log_every: int = 50
     eval_images: int = 256
     device: str = "auto"
@@ -183,6 +184,12 @@ class TokenizerTrainConfig:
                 f"{self.patch_nums[-1] * 2 ** (len(self.ch_mult) - 1)}")
         if self.dead_code_every < 0:
             raise ConfigError(f"dead_code_every must be >= 0, got {self.dead_code_every}")
+        if not 0.0 <= self.ae_warmup_frac < 1.0:
+            raise ConfigError(f"ae_warmup_frac must be in [0, 1), got {self.ae_warmup_frac}")
+
+    @property
+    def ae_warmup_steps(self) -> int:
+        return round(self.ae_warmup_frac * self.total_steps)
 
     def vqvae_kwargs(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size, "z_channels": self.z_channels, "ch": self.ch,

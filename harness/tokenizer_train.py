@@ -4,6 +4,10 @@ Loss = MSE(reconstruction, image) + vq_weight * the official multi-scale VQ loss
 commitment beta * |sg(f_hat) - f|^2 plus codebook |f_hat - sg(f)|^2, averaged over scales, with the
 straight-through estimator). No GAN or perceptual loss: small studies need a working tokenizer, not the best one.
 
+Collapse: from random initialisation the commitment term can win and shrink the encoder output to a constant
+that a few codes quantize well (reconstruction then stays at the pixel variance). ``ae_warmup_frac`` first trains
+encoder and decoder without quantization, then places every code on a quantizer input of the current batch.
+
 Dead codes: every ``dead_code_every`` steps, codes whose EMA hit count (the quantizer's ``ema_vocab_hit_SV``,
 summed over scales) is below 3% of a uniform share are moved onto quantizer inputs of the current batch, drawn
 from every scale's residual, and their Adam moments are cleared.
@@ -47,11 +51,13 @@ def quantizer_inputs(vae, img: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def reinit_dead_codes(vae, img: torch.Tensor, optimizer: torch.optim.Optimizer, batch_tokens: int,
-                      generator: torch.Generator) -> int:
+                      generator: torch.Generator, all_codes: bool = False) -> int:
     q = vae.quantize
     hits_V = q.ema_vocab_hit_SV.sum(dim=0)
     uniform = batch_tokens / q.vocab_size
     dead = torch.nonzero(hits_V < DEAD_FRACTION * uniform).flatten()
+    if all_codes:
+        dead = torch.arange(q.vocab_size)
     if dead.numel() == 0:
         return 0
     pool = torch.cat(quantizer_inputs(vae, img))
@@ -138,7 +144,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
         img, _, _ = next(batches)
         img = img.to(device)
         log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps
-        rec, usages, vq_loss = vae(img, ret_usages=log_now)
+        if step < cfg.ae_warmup_steps:  # plain autoencoder: no quantization yet
+            rec, usages, vq_loss = vae.decoder(vae.post_quant_conv(vae.img_to_f(img))), None, img.new_zeros(())
+        else:
+            if step == cfg.ae_warmup_steps and step > 0:
+                reinit_dead_codes(vae, img, optimizer, batch_tokens, gen, all_codes=True)
+            rec, usages, vq_loss = vae(img, ret_usages=log_now)
         rec_loss = F.mse_loss(rec, img)
         loss = rec_loss + cfg.vq_weight * vq_loss
         if not torch.isfinite(loss):
@@ -151,7 +162,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
         sums["rec_mse"] += float(rec_loss.detach())
         sums["vq_loss"] += float(vq_loss.detach())
         sums["n"] += 1
-        if cfg.dead_code_every and step % cfg.dead_code_every == 0 and step < cfg.total_steps:
+        if (cfg.dead_code_every and step % cfg.dead_code_every == 0 and step < cfg.total_steps
+                and step > cfg.ae_warmup_steps):
             sums["reinit"] += reinit_dead_codes(vae, img, optimizer, batch_tokens, gen)
         bar.update(1)
         bar.set_postfix(rec=f"{float(rec_loss.detach()):.4f}", vq=f"{float(vq_loss.detach()):.4f}", refresh=False)
