@@ -60,7 +60,10 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    row = {k: v for k, v in record.items() if k not in ("loss_per_scale", "err_per_scale")}
+    # a record field named like a point column (the trainer logs the current "lr") keeps its value under
+    # NAME_at_step, so the point's configured value (base lr) stays in NAME as the contract says
+    row = {(f"{k}_at_step" if k in POINT_COLUMNS else k): v for k, v in record.items()
+           if k not in ("loss_per_scale", "err_per_scale")}
     for i, value in enumerate(record.get("loss_per_scale") or []):
         row[f"loss_s{i}"] = value
     for i, value in enumerate(record.get("err_per_scale") or []):
@@ -83,7 +86,7 @@ def collect_table(state: SweepState, point_ids: list[str] | None = None):
         return pd.DataFrame(columns=list(POINT_COLUMNS))
     scale_cols = sorted((c for c in frame.columns
                          if c.startswith(("loss_s", "err_s")) and c.rsplit("_s", 1)[1].isdigit()),
-                        key=lambda c: (c.split("_s")[0], int(c.rsplit("_s", 1)[1])))
+                        key=lambda c: (not c.startswith("loss"), int(c.rsplit("_s", 1)[1])))
     other = [c for c in frame.columns if c not in POINT_COLUMNS and c not in scale_cols]
     return frame[list(POINT_COLUMNS) + other + scale_cols]
 

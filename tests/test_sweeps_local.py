@@ -102,3 +102,5 @@ def test_real_trainer_point_through_local_executor(tmp_path):
     val = table[table.split == "val"]
     assert list(val.step) == [4, 8] and (val.params_total == status.params).all()
     assert val.flops_train_per_image.iloc[0] > 0 and val.depth.iloc[0] == 1
+    train = table[table.split == "train"]
+    assert (table.lr == 1e-4).all() and (train.lr_at_step < 1e-4).all()  # base lr vs the warmup lr of the record
