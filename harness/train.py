@@ -92,9 +92,6 @@ class _Run:
         self.var, self.spec = build_var(cfg, self.vae, self.device)
         self.model_info = model_block(self.spec, self.var)
         torch.manual_seed(cfg.seed * 1000 + env.rank + 1)  # per-rank stream for cond-drop and drop-path
-        resolved = {**to_dict(cfg), "model": self.model_info, "protocol": protocol_block(cfg, env.world_size)}
-        if env.is_main:
-            save_json(self.run_dir / "config.json", resolved)
         self.from_cache = cfg.data.token_cache is not None
         if self.from_cache:
             header = read_header(Path(cfg.data.token_cache))
@@ -120,7 +117,7 @@ class _Run:
         _check_same_config(state["config"], to_dict(self.cfg), self.checkpointer.last_path)
         self.trainer.load_state_dict(state["trainer"])
         self.step, self.wall_time_s = int(state["step"]), float(state["wall_time_s"])
-        self.unreadable = int(state.get("unreadable_images", 0))
+        self.unreadable = int(state.get("unreadable_images", 0)) if self.env.is_main else 0  # saved as a total
         rng = state["rng"]
         if len(rng) == self.env.world_size:
             restore_rng_states(rng[self.env.rank], {"var": self.var.rng})
@@ -147,8 +144,11 @@ class _Run:
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
         self._setup()
-        self._resume()
+        self._resume()  # refuses a checkpoint of another config before config.json is rewritten
         cfg, env = self.cfg, self.env
+        if env.is_main:
+            save_json(self.run_dir / "config.json",
+                      {**to_dict(cfg), "model": self.model_info, "protocol": protocol_block(cfg, env.world_size)})
         final_path = self.run_dir / "final" / "model.safetensors"
         if self.step >= cfg.total_steps and final_path.exists():
             return self._result("finished")
@@ -212,11 +212,13 @@ class _Run:
             raise NonFiniteLossError(f"model parameters became non-finite at step {self.step}")
         rng = gather_objects(self.env, capture_rng_states({"var": self.var.rng}))
         stats = self.train_stats.packed().to(self.device)
+        unreadable = torch.tensor([float(self.unreadable)], device=self.device)
         if self.env.distributed:
             torch.distributed.all_reduce(stats)
+            torch.distributed.all_reduce(unreadable)
         state = {
             "format": CHECKPOINT_FORMAT, "step": self.step, "wall_time_s": self.wall_time_s,
-            "images_seen": self.step * self.cfg.batch_size, "unreadable_images": self.unreadable,
+            "images_seen": self.step * self.cfg.batch_size, "unreadable_images": int(unreadable.item()),
             "trainer": self.trainer.state_dict(), "scheduler": {"name": self.cfg.lr_schedule, "step": self.step},
             "rng": rng, "world_size": self.env.world_size,
             "data_position": {"step": self.step, "seed": self.cfg.seed, "batch_size": self.cfg.batch_size},
