@@ -66,7 +66,7 @@ def open_sweep(path: Path):
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from harness.cli import UsageError
-    from sweeps.launch import submit
+    from sweeps.launch import SubmitError, submit
     from sweeps.spec import SpecError, load_spec
 
     try:
@@ -76,7 +76,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                         wait_timeout_s=timeout_s)
     except SpecError as exc:
         raise UsageError(str(exc)) from None
-    except TimeoutError as exc:
+    except (TimeoutError, SubmitError) as exc:
         print(f"varscale sweep submit: {exc}", file=sys.stderr)
         return 1
     if report.final:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from submitit.core.utils import FailedJobError
+
 from harness.config import atomic_write_text, save_json
 from sweeps.job import PointJob
 from sweeps.points import Point, expand, path_problems
@@ -23,6 +25,10 @@ from sweeps.resources import Resources, SpecError
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, locked_state
 from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
+
+
+class SubmitError(RuntimeError):
+    """The scheduler refused a submission (the message carries sbatch's own words)."""
 
 
 @dataclass
@@ -174,8 +180,13 @@ def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out:
     jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
     for resources, group in _group_by_resources(todo):
         ex = _executor(spec, resources, jobs_dir)
-        with ex.batch():
-            jobs = [ex.submit(_job(spec, p)) for p in group]
+        try:
+            with ex.batch():
+                jobs = [ex.submit(_job(spec, p)) for p in group]
+        except FailedJobError as exc:
+            raise SubmitError(f"sbatch refused {len(group)} point(s) ({', '.join(p.id for p in group)}) with "
+                              f"resources {_resources_summary(resources)}: {str(exc).strip() or exc!r}. Is the "
+                              "cluster up (sinfo)? On one machine, as root: scripts/local-slurm start") from None
         with locked_state(spec.sweep_dir) as state:
             for p, job in zip(group, jobs):
                 state.note_submission(p.id, "slurm", job.job_id, job.paths.stdout, job.paths.stderr)

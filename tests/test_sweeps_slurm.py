@@ -18,6 +18,7 @@ import submitit
 from harness.cli import main
 from sweeps.collect import collect_table
 from sweeps.launch import submit, wait_for
+from sweeps.points import expand
 from sweeps.spec import load_spec
 from sweeps.state import SweepState
 from sweeps.status import sweep_status
@@ -153,6 +154,15 @@ def test_failing_point_shows_failed_with_error_and_log(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{point} FAILED: DatasetError:" in out and st.log in out and st.log.endswith("_0_log.out")
     assert "no class sub-folders" in Path(st.log.replace(".out", ".err")).read_text()
+
+
+def test_impossible_request_is_refused_at_submit(tmp_path, capsys):
+    spec_path = write_spec(tmp_path, "toobig", depths=(2,), executor="slurm", resources={"cpus_per_task": 512})
+    assert main(["sweep", "submit", str(spec_path)]) == 1
+    err = capsys.readouterr().err
+    assert "sbatch refused 1 point(s)" in err and "cpus_per_task=512" in err
+    spec = load_spec(spec_path)
+    assert not SweepState.load(spec.sweep_dir).points[expand(spec)[0].id].get("job_id")
 
 
 def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatch, tmp_path, capsys):
