@@ -160,6 +160,7 @@ def save_figure(fig: plt.Figure, out_dir: Path | str, stem: str, formats=("png",
         os.close(fd)
         try:
             fig.savefig(tmp, format=fmt, bbox_inches="tight")
+            os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,147 @@
+"""`build_report(source) -> Path`: fits, figures and comparison of a sweep (or run), written up as HTML and Markdown.
+
+Files (in OUT = SOURCE/analysis unless given): report.html (self-contained, figures inlined as base64) and
+report.md (figures linked from OUT/figures), next to the fit files and figures of analysis/pipeline.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.compute import run_summary
+from analysis.fits import FitOptions
+from analysis.pipeline import Analysis, run_all, sweep_root
+from analysis.results import atomic_write_text
+from reports.environment import environment
+from reports.render import Image, Pre, Section, Table, Text, render_html, render_markdown
+
+FIGURE_CAPTIONS = {
+    "fig5_scaling_vs_params": "Figure 5 of the VAR paper for this sweep: final test loss and token error "
+                              "against parameters, last scale and all scales, with the fitted laws.",
+    "fig6_scaling_vs_compute": "Figure 6 of the VAR paper for this sweep: every run's validation curve against "
+                               "training compute (colour: model size), the Pareto frontier and the laws fitted "
+                               "to it.",
+    "per_scale_metrics": "Final validation loss and token error at each scale of every run.",
+    "samples_grid": "Samples of the largest model that has a sample batch.",
+    "baselines_fid_vs_params": "FID against parameters: published results and our evaluations (red stars).",
+    "baselines_fid_vs_time": "FID against inference time relative to VAR-d30: published results and ours "
+                             "(open stars: time estimated from parameters, not measured).",
+}
+
+
+def plain_equation(mathtext: str) -> str:
+    """Mathtext legend equation as plain text: $L=(2.0\\cdot N)^{-0.23}$ -> L=(2.0·N)^-0.23."""
+    text = mathtext.strip("$").replace(r"\cdot ", "·").replace(r"\times", "×")
+    return re.sub(r"\^\{([^}]*)\}", r"^\1", text)
+
+
+def sweep_config_blocks(root: Path, table: pd.DataFrame) -> list:
+    blocks: list = []
+    state_path = root / "state.json"
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        spec_path = Path(state.get("spec", "")) if state.get("spec") else None
+        blocks.append(Text(f"Sweep {state.get('sweep', root.name)!r}, executor {state.get('executor', '?')}."))
+        if spec_path and spec_path.is_file():
+            blocks.append(Pre(spec_path.read_text(), caption=f"Sweep spec {spec_path}"))
+    for spec in sorted(root.glob("*.y*ml")):
+        blocks.append(Pre(spec.read_text(), caption=f"Sweep spec {spec}"))
+    run_dirs = [Path(p) for p in table.get("run_dir", pd.Series(dtype=str)).dropna().unique()]
+    configs = [d / "config.json" for d in ([root] if (root / "config.json").is_file() else run_dirs)]
+    config_path = next((c for c in configs if c.is_file()), None)
+    if config_path is not None:
+        note = "" if config_path.parent == root else " (the first run; the others differ in their grid values)"
+        blocks.append(Pre(json.dumps(json.loads(config_path.read_text()), indent=1),
+                          caption=f"Run configuration {config_path}{note}"))
+    return blocks or [Text("No sweep spec or run configuration found next to the table.")]
+
+
+def runs_table(table: pd.DataFrame) -> pd.DataFrame:
+    summary = run_summary(table)
+    summary.insert(summary.columns.get_loc("N"), "N (M)", summary["N"] / 1e6)
+    summary = summary.drop(columns=[c for c in ("N", "N_wo_emb") if c in summary])
+    return summary.rename(columns={"C_pflops": "C (PFLOPs)", "images_seen": "images"})
+
+
+def fits_table(analysis: Analysis) -> pd.DataFrame:
+    rows = []
+    for fit in analysis.fits.fits:
+        rows.append({
+            "metric": fit.metric, "against": fit.x, "form": fit.form, "law": plain_equation(fit.equation),
+            f"parameters [{int(fit.ci_level * 100)}% CI]": "; ".join(f"{k}={fit.ci_text(k)}" for k in fit.params),
+            "Pearson r": fit.r, "RMSE log": fit.rmse_log, "points": fit.n_points, "resamples": fit.n_boot,
+            "hold-out largest rel. error": fit.holdout.get("max_abs_rel_error"),
+        })
+    return pd.DataFrame(rows)
+
+
+def comparison_sections(analysis: Analysis) -> list:
+    table = analysis.comparison
+    columns = ["model", "family", "fid", "is", "precision", "recall", "params_m", "steps", "rel_time", "origin",
+               "note", "source"]
+    blocks: list = []
+    ours = table[table["origin"].str.startswith("varscale")]
+    if len(ours):
+        blocks.append(Table(ours[columns], caption="Our evaluations (varscale eval result files)."))
+    else:
+        blocks.append(Text("No evaluation results (RUN_DIR/eval/*.json) were found under the sweep; the table "
+                           "lists the published results only. Run `varscale sample` and `varscale eval` on a "
+                           "run to place it here."))
+    blocks.append(Table(table[columns], caption="Published ImageNet results (analysis/data/baselines.csv, each "
+                                                "with its source) and ours, marked in bold, sorted by FID."))
+    return blocks
+
+
+def environment_blocks(table: pd.DataFrame) -> list:
+    env = environment()
+    versions = pd.DataFrame(sorted(env["versions"].items()), columns=["package", "version"])
+    hardware = pd.DataFrame([(k, ", ".join(v) if isinstance(v, list) else v) for k, v in env["hardware"].items()],
+                            columns=["item", "value"])
+    git = env["git"]
+    dirty = " (with uncommitted changes)" if git.get("uncommitted_changes") else ""
+    return [Text(f"varscale code at git commit {git['commit']}{dirty}; report made on this machine:"),
+            Table(versions, caption="Library versions"), Table(hardware, caption="Hardware")]
+
+
+def build_report(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
+                 samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
+                 title: str | None = None, **overrides) -> Path:
+    """Fit, draw and write OUT/report.html and OUT/report.md; returns the HTML path."""
+    analysis = run_all(source, out_dir, options, samples=samples, paper_laws=paper_laws, resolution=resolution,
+                       formats=("png", "pdf"), **overrides)
+    root = sweep_root(source)
+    title = title or f"varscale report: {root.name}"
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    runs = runs_table(analysis.table)
+    sections = [
+        Section("Summary", [Text(f"Source: {analysis.source}. Created {created}. {len(runs)} runs, "
+                                 f"{runs['N (M)'].min():.3g}M to {runs['N (M)'].max():.3g}M parameters.")]),
+        Section("Sweep configuration", sweep_config_blocks(root, analysis.table)),
+        Section("Runs", [Table(runs, caption="Final validation record of every run (losses in nats, errors as "
+                                             "fractions; C = cumulative training compute).")]),
+        Section("Compute accounting", [Table(pd.DataFrame(list(analysis.fits.convention.items()),
+                                                          columns=["quantity", "convention"]))]),
+        Section("Scaling-law fits", [
+            Text("Points against N: the final validation record of each model size (aggregate="
+                 f"{analysis.fits.options['aggregate']}); against C: the Pareto frontier over all runs' "
+                 "validation curves. Paper form: least squares in log-log space (Pearson r as in the VAR "
+                 "paper). Saturating form: Huber loss on log L, multi-start L-BFGS. In the laws N is in billions of "
+                 "parameters and C in PFLOPs (1e15 FLOPs), as in the VAR paper. Intervals: percentile "
+                 f"bootstrap over runs ({analysis.fits.options['n_boot']} resamples, seed "
+                 f"{analysis.fits.options['seed']}). Hold-out: refit without the largest model and predict it."),
+            Table(fits_table(analysis)),
+            *[Text(f"Not fitted: {reason}") for reason in analysis.fits.skipped]]),
+        Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in analysis.figures
+                            if p.suffix == ".png" and not p.stem.startswith("baselines")]),
+        Section("Evaluation against published baselines", comparison_sections(analysis) + [
+            Image(p, FIGURE_CAPTIONS[p.stem]) for p in analysis.figures
+            if p.suffix == ".png" and p.stem.startswith("baselines")]),
+        Section("Environment", environment_blocks(analysis.table)),
+    ]
+    html_path = atomic_write_text(analysis.out_dir / "report.html", render_html(title, sections))
+    atomic_write_text(analysis.out_dir / "report.md", render_markdown(title, sections, analysis.out_dir))
+    return html_path
