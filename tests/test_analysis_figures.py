@@ -1,0 +1,157 @@
+"""Figures: the matplotlib objects carry the expected axes, labels, lines and legends; the files are real images."""
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from analysis.baselines import (OURS, comparison_table, figure_fid_vs_params, figure_fid_vs_time,
+                                find_eval_results, load_baselines, load_eval_result)
+from analysis.figures import draw_all, figure_vs_compute, figure_vs_params
+from analysis.fits import fit_sweep
+from analysis.laws import paper_law
+from analysis.run_figures import figure_per_scale, figure_sample_grid
+from analysis.synthetic import synthetic_sweep_table
+
+matplotlib.use("Agg")
+DEPTHS = (6, 8, 10, 12, 16)
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    table = synthetic_sweep_table(depths=DEPTHS, evals_per_run=8, noise=0.003, seed=4)
+    return table, fit_sweep(table, n_boot=100, chinchilla=False)
+
+
+def drawn_lines(ax):
+    """Lines drawn with a line style (fits, references, curves), not marker-only point sets."""
+    return [line for line in ax.get_lines() if line.get_linestyle() not in ("None", "none", "")]
+
+
+def test_figure5_axes_labels_lines_and_legend(sweep):
+    _, fits = sweep
+    fig = figure_vs_params(fits, paper_laws="slope")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4
+    titles = [ax.get_title() for ax in axes]
+    assert titles == ["Test loss, last scale", "Test loss, all scales", "Token error rate, last scale",
+                      "Token error rate, all scales"]
+    for ax, metric in zip(axes, ("loss_last", "loss_mean", "err_last", "err_mean")):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert ax.get_xlabel() == "Model parameters N (billions)"
+        assert ax.get_ylabel().endswith("(nats)" if metric.startswith("loss") else "(fraction)")
+        assert len(drawn_lines(ax)) == 3  # paper form, saturating form, the paper's published slope
+        points = [line for line in ax.get_lines() if line.get_linestyle() in ("None", "none")]
+        assert len(points) == 1 and len(points[0].get_xdata()) == len(DEPTHS)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        paper_fit = fits.get(metric, "N", "paper")
+        assert any(paper_fit.equation in text and f"r={paper_fit.r:.4f}" in text for text in legend)
+        assert any(fits.get(metric, "N", "saturating").equation in text for text in legend)
+        assert any("VAR paper Eq." in text for text in legend)
+    matplotlib.pyplot.close(fig)
+
+
+def test_published_laws_drawn_as_published_or_not_at_all(sweep):
+    _, fits = sweep
+    fig = figure_vs_params(fits, paper_laws="absolute")
+    ax = fig.axes[0]
+    reference = next(line for line in ax.get_lines() if "VAR paper" in line.get_label())
+    x = np.asarray(reference.get_xdata())
+    np.testing.assert_allclose(reference.get_ydata(), paper_law("loss_last", "N")(x))
+    matplotlib.pyplot.close(fig)
+    fig = figure_vs_params(fits, paper_laws=None)
+    assert all(len(drawn_lines(ax)) == 2 for ax in fig.axes)
+    matplotlib.pyplot.close(fig)
+
+
+def test_figure6_every_run_frontier_fits_and_colorbar(sweep):
+    table, fits = sweep
+    fig = figure_vs_compute(table, fits)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 4
+    colorbar = [ax for ax in fig.axes if ax not in panels]
+    assert len(colorbar) == 1 and "parameters" in colorbar[0].get_ylabel()
+    for ax in panels:
+        assert ax.get_xlabel() == "Training compute C (PFLOPs)"
+        labels = [line.get_label() for line in drawn_lines(ax)]
+        run_curves = [label for label in labels if label.startswith("_")]  # unlabelled: one per run
+        assert len(run_curves) == len(DEPTHS)
+        assert sum(label.startswith("Pareto frontier") for label in labels) == 1
+        assert len(labels) == len(DEPTHS) + 1 + 2 + 1
+    matplotlib.pyplot.close(fig)
+
+
+def test_per_scale_and_sample_grid(sweep, tmp_path):
+    table, _ = sweep
+    fig = figure_per_scale(table)
+    loss_ax, err_ax = fig.axes[:2]
+    assert len(loss_ax.get_lines()) == len(DEPTHS)
+    assert [t.get_text() for t in loss_ax.get_xticklabels()][-1] == "16×16"
+    assert "fraction" in err_ax.get_ylabel()
+    matplotlib.pyplot.close(fig)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
+    labels = np.array([5, 3, 1, 3, 5, 1, 2, 2, 9, 0, 0, 4])
+    np.savez(tmp_path / "samples.npz", arr_0=images, arr_1=labels)
+    fig = figure_sample_grid(tmp_path / "samples.npz", columns=4, max_images=8)
+    shown = [ax for ax in fig.axes if ax.get_images()]
+    assert len(shown) == 8
+    assert [ax.get_title() for ax in shown][:3] == ["class 0", "class 0", "class 1"]
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(ValueError, match="uint8"):
+        figure_sample_grid(images.astype(np.float32))
+
+
+def test_draw_all_writes_real_png_and_pdf_files(sweep, tmp_path):
+    table, fits = sweep
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    paths = draw_all(table, fits, tmp_path, samples=images)
+    stems = {p.stem for p in paths}
+    assert stems == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics", "samples_grid"}
+    for path in paths:
+        assert path.stat().st_size > 5000
+        if path.suffix == ".pdf":
+            assert path.read_bytes()[:5] == b"%PDF-"
+    with PILImage.open(tmp_path / "fig5_scaling_vs_params.png") as image:
+        image.load()
+        # 6.75 in at 200 dpi, give or take the tight bounding box
+        assert image.format == "PNG" and 0.85 * 1350 < image.width < 1.15 * 1350 and image.height > 800
+        assert np.asarray(image.convert("L")).std() > 10  # not a blank canvas
+
+
+def eval_json(path, fid, name="VAR-d6", params=18_492_580):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "metrics": {"fid": fid, "sfid": 9.0, "is_mean": 20.5, "is_std": 0.4, "precision": 0.3, "recall": 0.2},
+        "inputs": {"samples": {"num_images": 1000, "resolution": [256, 256],
+                               "sampling_protocol": {"model": {"name": name,
+                                                               "config_model_block": {"params_total": params}}}},
+                   "reference": {"path": "/refs/VIRTUAL_imagenet256_labeled.npz"}}}))
+    return path
+
+
+def test_baselines_file_and_comparison_with_ours(tmp_path):
+    published = load_baselines(256)
+    assert published["source"].notna().all() and (published["source"].str.len() > 3).all()
+    d30 = published[published["model"] == "VAR-d30"].iloc[0]
+    assert (d30["fid"], d30["is"], d30["params_m"], d30["rel_time"]) == (1.92, 323.1, 2000, 1)
+    assert set(load_baselines(512)["model"]) >= {"VAR-d36-s", "DiT-XL/2"}
+    eval_json(tmp_path / "sweep" / "d6" / "eval" / "samples.json", fid=45.0)
+    (tmp_path / "sweep" / "d6" / "config.json").write_text("{}")
+    paths = find_eval_results(tmp_path / "sweep")
+    assert len(paths) == 1
+    row = load_eval_result(paths[0])
+    assert row["model"] == "VAR-d6" and row["origin"] == OURS and row["params_m"] == pytest.approx(18.49258)
+    assert "N=1000 samples" in row["note"] and row["time_estimated"]
+    table = comparison_table(paths)
+    assert (table["origin"] == OURS).sum() == 1 and len(table) == len(published) + 1
+    for figure in (figure_fid_vs_params(table), figure_fid_vs_time(table)):
+        ax = figure.axes[0]
+        assert ax.get_ylabel().startswith("FID") and ax.get_xscale() == "log"
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(text.startswith("varscale (ours)") for text in legend)
+        assert any("(published)" in text for text in legend)
+        matplotlib.pyplot.close(figure)
