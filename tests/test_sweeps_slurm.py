@@ -120,7 +120,7 @@ def test_array_completes_then_resubmit_skips_and_lost_result_reruns(monkeypatch,
 def test_preemption_requeues_and_resumes_without_losing_steps(monkeypatch, tmp_path):
     use_fixture_trainer(monkeypatch, step_s=0.1)
     spec = load_spec(write_spec(tmp_path, "preempt", depths=(3,), executor="slurm",
-                                train={"total_steps": 60, "eval_every": 10}, resources={"time_limit": 60}))
+                                train={"total_steps": 80, "eval_every": 10}, resources={"time_limit": 60}))
     point = submit(spec).submitted[0]
     run_dir = spec.sweep_dir / "points" / point
     wait_until(lambda: (run_dir / "metrics.jsonl").exists(), 60, "the first metrics record (step 10)")
@@ -130,7 +130,7 @@ def test_preemption_requeues_and_resumes_without_losing_steps(monkeypatch, tmp_p
     wait_for(spec, [point], timeout_s=90)
     assert _status(spec, point).state == "COMPLETED"
     starts = [int(s) for s in (run_dir / "starts.log").read_text().split()]
-    assert starts[0] == 0 and 10 <= starts[1] < 60  # resumed from its checkpoint, not from step 0
+    assert starts[0] == 0 and 10 <= starts[1] < 80  # resumed from its checkpoint, not from step 0
     assert "REQUEUED" in _sacct_states(job_id)
     import sweeps_fixture_trainer
 
@@ -182,7 +182,7 @@ def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatc
 
 def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
     spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.train:train_run",
-                                train={"total_steps": 60, "eval_every": 20}, resources={"time_limit": 60}))
+                                train={"total_steps": 100, "eval_every": 20}, resources={"time_limit": 60}))
     point = submit(spec).submitted[0]
     run_dir = spec.sweep_dir / "points" / point
     wait_until(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, 90,
@@ -191,11 +191,11 @@ def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
     submitit.SlurmJob(folder=spec.sweep_dir / "jobs", job_id=job_id)._interrupt()
     wait_for(spec, [point], timeout_s=120)
     st = _status(spec, point)
-    assert st.state == "COMPLETED" and st.step == 60, st.error
+    assert st.state == "COMPLETED" and st.step == 100, st.error
     log = Path(st.log.replace(".out", ".err")).read_text()
     assert "checkpoint saved; requeueing" in log and "continues: status.json says running at step" in log
     resumed_at = int(log.split("continues: status.json says running at step ")[1].split("/")[0])
-    assert 20 <= resumed_at < 60
+    assert 20 <= resumed_at < 100
     assert "REQUEUED" in _sacct_states(job_id)
     import torch
 
