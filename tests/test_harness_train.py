@@ -170,3 +170,15 @@ def test_resume_refuses_a_changed_config(tmp_path, tokenizer):
     config["base_lr"], config["checkpoint_every_steps"] = 0.1, 1  # an operational option may change
     (run / "config.json").write_text(json.dumps(config))
     assert train_run(run)["state"] == "finished"
+
+
+def test_missing_dataset_directory_fails_the_run_with_a_clear_error(tmp_path, tokenizer):
+    from harness.data import DatasetError
+
+    run = write_run(tmp_path / "run", tiny_run_config(
+        tokenizer, data={"source": "imagefolder", "root": str(tmp_path / "imagenet")}))
+    (tmp_path / "imagenet" / "val").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"imagenet/train: dataset directory not found \(expected <root>/train/"):
+        train_run(run)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "imagenet/train: dataset directory not found" in status["error"]
