@@ -13,6 +13,7 @@ the images one process would. Random crops are seeded per sample from the same k
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def list_image_folder(split_dir: Path, class_names: list[str] | None = None) -> 
     index_of = {name: i for i, name in enumerate(class_names)}
     samples = []
     for name in folders:
-        for path in sorted((split_dir / name).iterdir()):
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                samples.append((path, index_of[name]))
+        with os.scandir(split_dir / name) as entries:  # scandir: no stat per file (1.28M files for ImageNet)
+            files = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                           and e.is_file())
+        samples.extend((split_dir / name / f, index_of[name]) for f in files)
     if not samples:
         raise DatasetError(f"{split_dir}: no images with extensions {', '.join(IMAGE_EXTENSIONS)} ({layout})")
     return samples, class_names
