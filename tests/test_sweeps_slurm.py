@@ -161,6 +161,7 @@ def test_impossible_request_is_refused_at_submit(tmp_path, capsys):
     assert main(["sweep", "submit", str(spec_path)]) == 1
     err = capsys.readouterr().err
     assert "sbatch refused 1 point(s)" in err and "cpus_per_task=512" in err
+    assert "More processors requested than permitted" in err  # the cluster's reason (EnforcePartLimits=ALL)
     spec = load_spec(spec_path)
     assert not SweepState.load(spec.sweep_dir).points[expand(spec)[0].id].get("job_id")
 
