@@ -7,7 +7,8 @@
 - the paper's published laws (Eqs. 11-16) as dotted reference lines: `paper_laws="slope"` draws them with the
   paper's exponent through the centre of our points (the paper's L is normalised by an unpublished L_inf, so
   only its slope is comparable with raw cross-entropy), `"absolute"` as published, None not at all;
-- `figure_per_scale(table)` and `figure_sample_grid(...)` in analysis/run_figures.py.
+- `figure_per_scale(table)`, `figure_per_scale_curves(table)` and `figure_sample_grid(...)` in
+  analysis/run_figures.py.
 Sizes are for a two-column paper: FULL_WIDTH inches wide, 8 pt text. `draw_all` writes every figure as PNG
 (200 dpi) and PDF and returns the paths.
 """
@@ -172,7 +173,7 @@ def save_figure(fig: plt.Figure, out_dir: Path | str, stem: str, formats=("png",
 def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples=None,
              paper_laws: str | None = "slope", formats=("png", "pdf")) -> list[Path]:
     """Every figure of a sweep into out_dir; `samples` is an ADM .npz path or a (N, H, W, 3) uint8 array."""
-    from analysis.run_figures import figure_per_scale, figure_sample_grid
+    from analysis.run_figures import figure_per_scale, figure_per_scale_curves, figure_sample_grid
 
     written: list[Path] = []
     if any(f.x == "N" for f in fits.fits):
@@ -182,6 +183,7 @@ def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples
                                formats)
     if any(c.startswith("loss_s") for c in table.columns):
         written += save_figure(figure_per_scale(table), out_dir, "per_scale_metrics", formats)
+        written += save_figure(figure_per_scale_curves(table), out_dir, "per_scale_curves", formats)
     if samples is not None:
         written += save_figure(figure_sample_grid(samples), out_dir, "samples_grid", formats)
     return written

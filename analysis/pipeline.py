@@ -5,6 +5,7 @@ Layout written under OUT (default: SWEEP_DIR/analysis, or TABLE_DIR/analysis for
   OUT/figures/fig5_scaling_vs_params.{png,pdf}     paper Figure 5: loss and error vs N
   OUT/figures/fig6_scaling_vs_compute.{png,pdf}    paper Figure 6: curves vs compute, frontier, fits
   OUT/figures/per_scale_metrics.{png,pdf}          final loss and error at each scale, per run
+  OUT/figures/per_scale_curves.{png,pdf}           loss of each scale over training, largest run
   OUT/figures/samples_grid.{png,pdf}               when a sample batch is given or found
   OUT/figures/baselines_fid_vs_params.{png,pdf}, baselines_fid_vs_time.{png,pdf}
   OUT/comparison.csv                               published results + our evaluations

@@ -53,6 +53,38 @@ def figure_per_scale(table: pd.DataFrame, patch_nums=None, split: str = "val") -
     return fig
 
 
+def figure_per_scale_curves(table: pd.DataFrame, point_id: str | None = None, patch_nums=None,
+                            split: str = "val") -> plt.Figure:
+    """Validation loss of every scale over training for one run (default: the largest model)."""
+    apply_style()
+    data = table[table["split"] == split]
+    if data.empty:
+        raise ValueError(f"no {split!r} records in the table")
+    if point_id is None:
+        point_id = data.loc[data["params_total"].idxmax(), "point_id"]
+    run = data[data["point_id"] == point_id].sort_values("step")
+    if run.empty:
+        raise ValueError(f"no {split!r} records of run {point_id!r}")
+    columns = _scale_columns(run, "loss_s")
+    if not columns:
+        raise ValueError("the table has no per-scale columns (loss_s0, loss_s1, ...)")
+    if patch_nums is None and len(columns) == len(VAR_PATCH_NUMS):
+        patch_nums = VAR_PATCH_NUMS
+    x_column = "images_seen" if "images_seen" in run and run["images_seen"].notna().all() else "step"
+    colors = plt.get_cmap("plasma")(np.linspace(0, 0.9, len(columns)))
+    fig, ax = plt.subplots(figsize=(FULL_WIDTH * 0.6, 2.8))
+    for k, (column, color) in enumerate(zip(columns, colors)):
+        label = f"{patch_nums[k]}×{patch_nums[k]}" if patch_nums else f"scale {k}"
+        ax.plot(run[x_column], run[column], color=color, linewidth=1.1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("Training images seen" if x_column == "images_seen" else "Training step")
+    ax.set_ylabel("Validation loss at scale (nats)")
+    ax.set_title(f"Per-scale loss over training, {point_id}")
+    ax.legend(fontsize=6, ncol=2, loc="upper right", title="token map", title_fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def load_samples(samples) -> tuple[np.ndarray, np.ndarray | None]:
     """(images uint8 (N, H, W, 3), labels or None) from an ADM .npz path or an array."""
     if isinstance(samples, (str, Path)):
@@ -73,21 +105,31 @@ def load_samples(samples) -> tuple[np.ndarray, np.ndarray | None]:
 
 def figure_sample_grid(samples, labels=None, columns: int = 8, max_images: int = 32,
                        class_names: dict[int, str] | None = None) -> plt.Figure:
-    """A grid of the first `max_images` samples, sorted by class when labels are known."""
+    """With labels: one row per class (the first classes), up to `columns` samples each, the class on the
+    left; without: the first `max_images` samples in file order."""
     apply_style()
     images, stored_labels = load_samples(samples)
     labels = stored_labels if labels is None else np.asarray(labels)
-    order = np.argsort(labels, kind="stable") if labels is not None else np.arange(len(images))
-    order = order[:max_images]
-    rows = int(np.ceil(len(order) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(FULL_WIDTH, FULL_WIDTH / columns * rows * 1.12),
+    max_rows = max(1, max_images // columns)
+    if labels is not None:
+        grid = [np.flatnonzero(labels == c)[:columns] for c in np.unique(labels)[:max_rows]]
+        row_names = [class_names.get(int(c), str(c)) if class_names else str(c) for c in np.unique(labels)[:max_rows]]
+    else:
+        order = np.arange(min(len(images), max_images))
+        grid = [order[i:i + columns] for i in range(0, len(order), columns)]
+        row_names = None
+    columns = max(len(row) for row in grid)
+    fig, axes = plt.subplots(len(grid), columns, figsize=(FULL_WIDTH, FULL_WIDTH / columns * len(grid) * 1.02),
                              squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, index in zip(axes.ravel(), order):
-        ax.imshow(images[index], interpolation="nearest")
-        if labels is not None:
-            name = class_names.get(int(labels[index]), str(labels[index])) if class_names else str(labels[index])
-            ax.set_title(f"class {name}", fontsize=6, pad=2)
-    fig.subplots_adjust(wspace=0.05, hspace=0.25, left=0.01, right=0.99, top=0.95, bottom=0.01)
+    for r, row in enumerate(grid):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                ax.imshow(images[row[c]], interpolation="nearest")
+        if row_names:
+            axes[r][0].set_ylabel(f"class {row_names[r]}", fontsize=7)
+    fig.subplots_adjust(wspace=0.04, hspace=0.04, left=0.05, right=0.995, top=0.995, bottom=0.005)
     return fig

@@ -26,6 +26,7 @@ FIGURE_CAPTIONS = {
                                "training compute (colour: model size), the Pareto frontier and the laws fitted "
                                "to it.",
     "per_scale_metrics": "Final validation loss and token error at each scale of every run.",
+    "per_scale_curves": "Validation loss of each scale over training, for the largest model.",
     "samples_grid": "Samples of the largest model that has a sample batch.",
     "baselines_fid_vs_params": "FID against parameters: published results and our evaluations (red stars).",
     "baselines_fid_vs_time": "FID against inference time relative to VAR-d30: published results and ours "

@@ -96,10 +96,17 @@ def test_per_scale_and_sample_grid(sweep, tmp_path):
     images = rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
     labels = np.array([5, 3, 1, 3, 5, 1, 2, 2, 9, 0, 0, 4])
     np.savez(tmp_path / "samples.npz", arr_0=images, arr_1=labels)
-    fig = figure_sample_grid(tmp_path / "samples.npz", columns=4, max_images=8)
-    shown = [ax for ax in fig.axes if ax.get_images()]
-    assert len(shown) == 8
-    assert [ax.get_title() for ax in shown][:3] == ["class 0", "class 0", "class 1"]
+    fig = figure_sample_grid(tmp_path / "samples.npz", columns=4, max_images=12)
+    # one row per class (0, 1, 2: the first three of the labels), each with that class's 2 samples
+    assert len(fig.axes) == 3 * 2
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["class 0", "class 1", "class 2"]
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    expected = [images[i] for c in (0, 1, 2) for i in np.flatnonzero(labels == c)]
+    assert len(shown) == len(expected) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(shown, expected))
+    matplotlib.pyplot.close(fig)
+    fig = figure_sample_grid(images, columns=4, max_images=8)  # no labels: file order
+    assert sum(bool(ax.get_images()) for ax in fig.axes) == 8
     matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="uint8"):
         figure_sample_grid(images.astype(np.float32))
@@ -110,7 +117,8 @@ def test_draw_all_writes_real_png_and_pdf_files(sweep, tmp_path):
     images = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     paths = draw_all(table, fits, tmp_path, samples=images)
     stems = {p.stem for p in paths}
-    assert stems == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics", "samples_grid"}
+    assert stems == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics", "per_scale_curves",
+                     "samples_grid"}
     for path in paths:
         assert path.stat().st_size > 5000
         if path.suffix == ".pdf":

@@ -65,7 +65,8 @@ def test_report_html_is_self_contained_with_tables_and_figures(sweep_dir, report
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     pngs = sorted((sweep_dir / "analysis" / "figures").glob("*.png"))
     assert {p.stem for p in pngs} == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics",
-                                      "samples_grid", "baselines_fid_vs_params", "baselines_fid_vs_time"}
+                                      "per_scale_curves", "samples_grid", "baselines_fid_vs_params",
+                                      "baselines_fid_vs_time"}
     assert len(images) == len(pngs)
     assert sorted(base64.b64decode(data) for data in images) == sorted(p.read_bytes() for p in pngs)
     assert "src='figures/" not in page and "http" not in page.split("<body>")[1].split("Environment")[0]
@@ -80,7 +81,7 @@ def test_report_markdown_links_existing_figures(sweep_dir, report):
     assert text.startswith("# varscale report")
     assert "| point_id |" in text and "| metric | against | form | law |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 6 and all((sweep_dir / "analysis" / link).is_file() for link in links)
+    assert len(links) == 7 and all((sweep_dir / "analysis" / link).is_file() for link in links)
     assert "**VAR-d16**" in text
 
 
