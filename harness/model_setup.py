@@ -66,6 +66,9 @@ def protocol_block(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         "train_metrics": "averaged over the optimizer steps since the previous record (with cond-drop, drop-path)",
         "err": "token error rate as a fraction: 1 - top-1 accuracy",
         "flops": "analytic models.flops (dense attention); train_flops = images_seen x flops_train_per_image",
+        "wall_time_s": "cumulative time of training steps (data loading included; evaluation and saving not), "
+                       "summed over resumptions",
+        "throughput_img_s": "images per second of step time since the previous record",
         "mfu": "throughput x flops_train_per_image / (peak_flops x world_size); null without a known peak",
         "lr": f"peak = base_lr x batch_size / 256 = {cfg.peak_lr:.6g}; warmup then official lin0",
         "augmentation": ("none (token cache: one centre-crop view per image)" if cfg.data.token_cache else

@@ -160,7 +160,7 @@ class _Run:
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (env.is_main and sys.stderr.isatty()))
         self.last_save_time = time.monotonic()
-        interval_start, interval_images = time.monotonic(), 0
+        interval_time, interval_images = 0.0, 0  # step time only: evaluation and saving excluded
         try:
             while self.step < cfg.total_steps:
                 t0 = time.monotonic()
@@ -169,14 +169,15 @@ class _Run:
                                               self.train_stats)
                 self.unreadable += sum(n for _, _, n in micro)
                 self.step += 1
-                self.wall_time_s += time.monotonic() - t0
+                step_time = time.monotonic() - t0
+                self.wall_time_s += step_time
+                interval_time += step_time
                 interval_images += cfg.batch_size
                 bar.update(1)
                 bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{out['lr']:.2e}", refresh=False)
                 if self.step == cfg.total_steps or (cfg.eval_every and self.step % cfg.eval_every == 0):
-                    elapsed = max(time.monotonic() - interval_start, 1e-9)
-                    self._record(throughput=interval_images / elapsed, lr=out["lr"])
-                    interval_start, interval_images = time.monotonic(), 0
+                    self._record(throughput=interval_images / max(interval_time, 1e-9), lr=out["lr"])
+                    interval_time, interval_images = 0.0, 0
                 save, stop = self._save_decision()
                 if save or self.step == cfg.total_steps:
                     self._save()
