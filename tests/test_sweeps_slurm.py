@@ -224,3 +224,9 @@ def test_time_limit_requeue_resumes(tmp_path_factory, monkeypatch):
     assert starts == sorted(starts)  # each run continued where the previous stopped
     err_log = Path(st.log.replace(".out", ".err")).read_text()
     assert "this job is timed-out" in err_log
+    import sweeps_fixture_trainer
+
+    monkeypatch.setenv("VARSCALE_FIXTURE_STEP_S", "0")
+    reference = _uninterrupted_copy(run_dir, tmp_path_factory.mktemp("tl_reference") / "run",
+                                    sweeps_fixture_trainer.train_run)
+    assert _comparable(_read_metrics(run_dir)) == _comparable(_read_metrics(reference))
