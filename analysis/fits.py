@@ -184,6 +184,10 @@ def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions,
 
 def _fits_vs_compute(curves, options, rng, results: list, skipped: list, frontiers: dict) -> None:
     curves = curves[curves["C_pflops"] > 0]
+    if curves["N"].nunique() < 2:
+        skipped.append("laws against compute: the Pareto frontier needs runs of at least 2 model sizes "
+                       f"(found {curves['N'].nunique()}); one run's own curve is not a compute-optimal frontier")
+        return
     largest_n = curves["N"].max()
     small = curves[curves["N"] < largest_n]
     for metric in options.metrics:

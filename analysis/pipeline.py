@@ -12,13 +12,15 @@ Layout written under OUT (default: SWEEP_DIR/analysis, or TABLE_DIR/analysis for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.baselines import comparison_table, figure_fid_vs_params, figure_fid_vs_time, find_eval_results
+from analysis.compute import COMPUTE_CONVENTION
 from analysis.fits import FitOptions, fit_sweep
+from analysis.powerlaw import FitError
 from analysis.results import FitResults, atomic_write_text
 from analysis.table import load_table
 
@@ -46,11 +48,21 @@ class Analysis:
 
 
 def run_fits(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-             **overrides) -> Analysis:
-    """Load the sweep table, fit every law, save the fit files."""
+             allow_nothing_fitted: bool = False, **overrides) -> Analysis:
+    """Load the sweep table, fit every law, save the fit files.
+
+    With `allow_nothing_fitted` (a report of a single run, or of a sweep with too few finished runs) a table
+    that supports no fit gives empty results that say why, instead of an error."""
     table, described = load_table(source)
     out_dir = Path(out_dir) if out_dir else default_out_dir(source)
-    fits = fit_sweep(table, options, source=described, **overrides)
+    try:
+        fits = fit_sweep(table, options, source=described, **overrides)
+    except FitError as exc:
+        if not allow_nothing_fitted:
+            raise
+        options = FitOptions(**{**asdict(options or FitOptions()), **overrides})
+        fits = FitResults(fits=[], options=asdict(options), convention=COMPUTE_CONVENTION,
+                          points=pd.DataFrame(), frontiers={}, skipped=[str(exc)], source=described)
     return Analysis(source=described, out_dir=out_dir, table=table, fits=fits, fit_files=fits.save(out_dir))
 
 
@@ -69,7 +81,7 @@ def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitO
     """Fits, every figure and the baseline comparison of one sweep (or run, or table)."""
     from analysis.figures import draw_all, save_figure
 
-    analysis = run_fits(source, out_dir, options, **overrides)
+    analysis = run_fits(source, out_dir, options, allow_nothing_fitted=True, **overrides)
     root = sweep_root(source)
     if samples is None:
         samples = find_samples(root, analysis.table)

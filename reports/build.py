@@ -134,7 +134,7 @@ def build_report(source: Path | str, out_dir: Path | str | None = None, options:
                  "parameters and C in PFLOPs (1e15 FLOPs), as in the VAR paper. Intervals: percentile "
                  f"bootstrap over runs ({analysis.fits.options['n_boot']} resamples, seed "
                  f"{analysis.fits.options['seed']}). Hold-out: refit without the largest model and predict it."),
-            Table(fits_table(analysis)),
+            Table(fits_table(analysis)) if analysis.fits.fits else Text("No law was fitted."),
             *[Text(f"Not fitted: {reason}") for reason in analysis.fits.skipped]]),
         Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in analysis.figures
                             if p.suffix == ".png" and not p.stem.startswith("baselines")]),

@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 
 from analysis.baselines import (OURS, comparison_table, figure_fid_vs_params, figure_fid_vs_time,
                                 find_eval_results, load_baselines, load_eval_result)
-from analysis.figures import draw_all, figure_vs_compute, figure_vs_params
+from analysis.figures import draw_all, figure_vs_compute, figure_vs_params, save_figure
 from analysis.fits import fit_sweep
 from analysis.laws import paper_law
 from analysis.run_figures import figure_per_scale, figure_sample_grid
@@ -115,7 +115,8 @@ def test_per_scale_and_sample_grid(sweep, tmp_path):
 def test_draw_all_writes_real_png_and_pdf_files(sweep, tmp_path):
     table, fits = sweep
     images = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
-    paths = draw_all(table, fits, tmp_path, samples=images)
+    paths = draw_all(table, fits, tmp_path, samples=images, formats=("png",))
+    paths += save_figure(figure_vs_params(fits), tmp_path, "fig5_scaling_vs_params", formats=("pdf",))
     stems = {p.stem for p in paths}
     assert stems == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics", "per_scale_curves",
                      "samples_grid"}

@@ -112,3 +112,22 @@ def test_cli_fit_and_report_errors(sweep_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:  # argparse's own check of choices
         main(["figures", str(sweep_dir), "--aggregate", "median"])
     assert exited.value.code == 2
+
+
+def test_report_of_a_single_run_says_why_nothing_is_fitted(tmp_path):
+    run_dir = tmp_path / "d6"
+    run_dir.mkdir()
+    model = {"name": "VAR-d6", "depth": 6, "width": 384, "params_total": 18_492_580, "params_wo_emb": 15_925_248,
+             "flops_fwd_per_image": 2.5e10, "flops_train_per_image": 7.5e10}
+    (run_dir / "config.json").write_text(json.dumps({"model": model, "base_lr": 1e-4}))
+    (run_dir / "status.json").write_text(json.dumps({"state": "finished", "step": 30, "total_steps": 30}))
+    records = [{"split": "val", "step": s, "images_seen": 64 * s, "tokens_seen": 64 * 680 * s,
+                "train_flops": 7.5e10 * 64 * s, "loss_mean": 8.0 - s / 10, "loss_last": 8.3 - s / 10,
+                "err_mean": 0.99 - s / 1000, "err_last": 0.995 - s / 1000,
+                "loss_per_scale": [7.0 - s / 10, 8.0 - s / 10], "err_per_scale": [0.98, 0.99]} for s in (10, 20, 30)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = build_report(run_dir, n_boot=100, formats=("png",)).read_text()
+    assert "No law was fitted." in page and "Not fitted: no law could be fitted" in page
+    assert page.count("data:image/png;base64,") == 4  # per-scale final, per-scale curves, 2 baseline plots
+    assert "&quot;base_lr&quot;: 0.0001" in page  # the run's configuration, HTML-escaped
+    assert main(["fit", str(run_dir)]) == 2  # the fit command alone does fail
