@@ -102,7 +102,9 @@ def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int
     mu1, sigma1 = sample_features.mean(0), np.cov(sample_features, rowvar=False)
     mu2, sigma2 = ref_features.mean(0), np.cov(ref_features, rowvar=False)
     if fid_method == "sqrtm":
-        fid = frechet_distance(mu1, sigma1, mu2, sigma2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # clean-fid passes scipy's deprecated disp=
+            fid = frechet_distance(mu1, sigma1, mu2, sigma2)
     else:
         fid = our_frechet_distance(mu1, sigma1, mu2, sigma2, fid_method, sample_features, ref_features)
     state = np.random.get_state()

@@ -42,7 +42,8 @@ class EvalConfig:
     expected_samples: int = PROTOCOL_SAMPLES
     resolution: int | None = None           # required sample resolution, when given
     cache_dir: str | None = None            # feature cache; default ~/.cache/varscale/features
-    no_cache: bool = False
+    no_cache: bool = False                  # neither read nor write the cache
+    cache_samples: bool = False             # also cache the samples' features (~1 GB per 50k batch)
     cleanfid_modes: tuple[str, ...] = ()    # e.g. ("clean", "legacy_tensorflow")
     cleanfid_weights_dir: str | None = None
     kid_seed: int = 0
@@ -138,7 +139,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     cache_dir = None if cfg.no_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     samples_sha = sha256_source(samples)
     sample_feats, sample_cache = features_for(samples, extractor, weights_sha, cfg.dtype, cfg.batch_size,
-                                              cache_dir, "samples", samples_sha)
+                                              cache_dir if cfg.cache_samples else None, "samples", samples_sha)
     metrics: dict = {}
     is_splits = cfg.is_splits
     if samples.num_images < 2 * is_splits:

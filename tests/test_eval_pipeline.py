@@ -58,7 +58,8 @@ def features(extractor, batches, weights, shared_cache):
 def _cfg(weights, samples, ref, cache, **kw):
     """``cache``: a folder for the feature cache (a shared one saves Inception passes between tests)."""
     return EvalConfig(samples=str(samples), ref=str(ref) if ref else None, inception_weights=str(weights),
-                      device="cpu", fid_method="gram", expected_samples=6, cache_dir=str(cache), **kw)
+                      device="cpu", fid_method="gram", expected_samples=6, cache_dir=str(cache), cache_samples=True,
+                      **kw)
 
 
 # ------------------------------------------------------------------------------------------------ the loader
@@ -189,7 +190,7 @@ def test_eval_on_image_folder_and_run_directory_agree_with_npz(weights, batches,
     from harness.cli import main
 
     assert main(["eval", str(run), "--ref", str(root / "ref.npz"), "--inception-weights", str(weights),
-                 "--device", "cpu", "--fid-method", "gram", "--cache-dir", str(shared_cache)]) == 0
+                 "--device", "cpu", "--fid-method", "gram", "--cache-dir", str(shared_cache), "--cache-samples"]) == 0
     saved = json.loads((run / "eval" / "s.vs-ref.json").read_text())
     assert saved["metrics"]["fid"] == pytest.approx(base["fid"], rel=1e-9)
     assert any("fewer than the protocol's 50000" in w for w in saved["warnings"])
@@ -271,6 +272,7 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
         cb.find_weights_dir(tmp_path / "nowhere")
 
 
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
 def test_cleanfid_frechet_distance_agrees_with_ours():
     from cleanfid.fid import frechet_distance as cleanfid_fd
 
