@@ -153,6 +153,12 @@ class PointJob(submitit.helpers.Checkpointable):
             if rank == 0:
                 mark_failed(run_dir, f"not requeued: {exc}")
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C of a local sweep (submitit's local controller sends SIGINT, then SIGKILL a second later):
+            # try to save so that the next submit loses as little as possible
+            control.request_checkpoint(stop=True)
+            control.wait_saved(timeout=0.8)
+            raise
         if "error" in outcome:
             exc = outcome["error"]
             if rank == 0:

@@ -52,7 +52,7 @@ def plan(spec: SweepSpec, retry_failed: bool = False) -> tuple[list[Point], list
     _note_points(state, spec, points)  # in memory only: status needs run_dir for points never submitted
     statuses = sweep_status(state, [p.id for p in points])
     retry = FAILED_LIKE | {"FAILED"} if retry_failed else set()
-    todo = [p for p, st in zip(points, statuses) if st.state == "NEW" or st.state in retry]
+    todo = [p for p, st in zip(points, statuses) if st.state in ("NEW", "INTERRUPTED") or st.state in retry]
     return points, statuses, todo
 
 
@@ -197,9 +197,19 @@ def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out:
 
 
 def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO, poll_s: float) -> None:
+    from tqdm import tqdm
+
     jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
     queue = list(todo)
     running: dict[str, tuple[Point, Any]] = {}
+    bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="point", disable=not sys.stderr.isatty())
+
+    def tell(message: str) -> None:
+        if bar.disable:
+            print(message, file=out, flush=True)
+        else:
+            bar.write(message, file=out)
+
     try:
         while queue or running:
             while queue and len(running) < _parallelism(spec, queue[0].resources):
@@ -210,20 +220,25 @@ def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: Te
                 running[job.job_id] = (p, job)
                 report.submitted.append(p.id)
                 report.job_ids[p.id] = job.job_id
-                print(f"started {p.id} ({p.label}) as local job {job.job_id}", file=out, flush=True)
+                tell(f"started {p.id} ({p.label}) as local job {job.job_id}")
             for job_id, (p, job) in list(running.items()):
                 if job.done():
                     del running[job_id]
                     st = sweep_status(SweepState.load(spec.sweep_dir), [p.id])[0]
-                    print(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.log})" if st.error else ""), file=out,
-                          flush=True)
-            time.sleep(poll_s)
+                    tell(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.log})" if st.error else ""))
+                    bar.update(1)
+            if queue or running:
+                time.sleep(poll_s)
     except KeyboardInterrupt:
+        # Ctrl-C stops this machine's jobs (they belong to this command) but is not a cancel: the next submit
+        # starts them again and they resume from their checkpoints
         with locked_state(spec.sweep_dir) as state:
             for job_id, (p, job) in running.items():
                 job.cancel(check=False)
-                state.record(p.id)["cancelled"] = True
+                state.record(p.id)["interrupted"] = True
         raise
+    finally:
+        bar.close()
 
 
 def wait_for(spec_or_state: SweepSpec | SweepState, point_ids: list[str], timeout_s: float, poll_s: float = 2.0,

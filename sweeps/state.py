@@ -70,7 +70,7 @@ class SweepState:
         if rec.get("job_id"):
             rec.setdefault("previous_job_ids", []).append(rec["job_id"])
         rec.update(executor=executor, job_id=job_id, log=str(stdout), err_log=str(stderr),
-                   submitted_at=now_iso(), cancelled=False)
+                   submitted_at=now_iso(), cancelled=False, interrupted=False)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 A point's state combines two sources. ``status.json`` of the run says whether training finished; the scheduler
 says whether a job for it is queued, running, or ended badly. ``finished`` in status.json wins (the result is
 there); otherwise an active job wins; otherwise the job's end state (FAILED, CANCELLED, TIMEOUT...) or, if no job
-is known, NEW (never submitted, or its result was deleted: submit it again).
+is known, NEW (never submitted, or its result was deleted: submit it again). Local jobs stopped by Ctrl-C of the
+submitting command are INTERRUPTED, and the next submit continues them like NEW ones.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ SACCT_LAG_S = 120  # a job younger than this may not be in accounting yet: UNKNO
 class PointStatus:
     point_id: str
     depth: int | None
-    state: str  # COMPLETED, NEW, one of ACTIVE or one of FAILED_LIKE
+    state: str  # COMPLETED, NEW, INTERRUPTED (local, Ctrl-C), one of ACTIVE or one of FAILED_LIKE
     step: int | None
     total_steps: int | None
     last_val_loss: float | None
@@ -78,6 +79,8 @@ def _local_state(jobs_dir: Path, rec: dict[str, Any]) -> tuple[str, str | None]:
         return "FAILED", _error_line(str(outcome[1]))
     if rec.get("cancelled"):
         return "CANCELLED", None
+    if rec.get("interrupted"):  # Ctrl-C of the submitting command: submit resumes it
+        return "INTERRUPTED", None
     return "FAILED", "the job process ended without a result (killed?)"
 
 
@@ -125,7 +128,7 @@ def resolve_status(point_id: str, rec: dict[str, Any], jobs_dir: Path, sched: st
         state = "COMPLETED"
     elif sched is None:  # never submitted from this sweep directory
         state = "FAILED" if run_state == "failed" else "NEW"
-    elif sched in ACTIVE:
+    elif sched in ACTIVE or sched == "INTERRUPTED":
         state = sched
     elif sched == "UNKNOWN" and _age_s(rec.get("submitted_at")) < SACCT_LAG_S:
         state = "PENDING"
@@ -191,7 +194,7 @@ def format_table(rows: list[PointStatus]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     for r in rows:
-        if r.error and r.state not in {"COMPLETED", "NEW"} | ACTIVE:
+        if r.error and r.state not in {"COMPLETED", "NEW", "INTERRUPTED"} | ACTIVE:
             lines.append(f"{r.point_id} {r.state}: {r.error}  (log: {r.log or r.run_dir})")
     counts: dict[str, int] = {}
     for r in rows:

@@ -90,6 +90,9 @@ def train_run(run_dir: Path, control=None) -> dict:
                                          "loss_last": losses[-1], "err_mean": sum(errs) / SCALES,
                                          "err_last": errs[-1], "loss_per_scale": losses,
                                          "err_per_scale": errs}) + "\n")
+        every = int(config["checkpoint_every_steps"])
+        if every and step % every == 0 and step < total:
+            save()
         if control is not None and control.checkpoint_requested():
             save()
             control.acknowledge_saved()

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -12,7 +15,7 @@ from sweeps.launch import submit
 from sweeps.spec import load_spec
 from sweeps.state import SweepState
 from sweeps.status import sweep_status
-from sweeps_testlib import use_fixture_trainer, write_spec
+from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
 
 def test_local_sweep_end_to_end_resubmit_and_collect(monkeypatch, tmp_path, capsys):
@@ -104,3 +107,44 @@ def test_real_trainer_point_through_local_executor(tmp_path):
     assert val.flops_train_per_image.iloc[0] > 0 and val.depth.iloc[0] == 1
     train = table[table.split == "train"]
     assert (table.lr == 1e-4).all() and (train.lr_at_step < 1e-4).all()  # base lr vs the warmup lr of the record
+
+
+def test_ctrl_c_of_a_local_sweep_resumes_on_the_next_submit(monkeypatch, tmp_path):
+    use_fixture_trainer(monkeypatch, step_s=0.05)
+    spec = load_spec(write_spec(tmp_path, "ctrlc", depths=(2,), train={"total_steps": 120, "eval_every": 20,
+                                                                        "checkpoint_every_steps": 10}))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "submit", str(spec.path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def point_dir():
+            points = list((spec.sweep_dir / "points").glob("d2-*")) if (spec.sweep_dir / "points").exists() else []
+            return points[0] if points and (points[0] / "checkpoints" / "last.pt").exists() else None
+        run_dir = wait_until(point_dir, 60, "the first checkpoint")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "run the same command again" in err
+    st = sweep_status(SweepState.load(spec.sweep_dir))[0]
+    assert st.state == "INTERRUPTED" and st.step < 120
+
+    report = submit(spec, poll_s=0.2)
+    assert report.submitted == [st.point_id] and report.final[0].state == "COMPLETED"
+    starts = [int(s) for s in (run_dir / "starts.log").read_text().split()]
+    assert starts[0] == 0 and 10 <= starts[1] < 120
+    import sweeps_fixture_trainer
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    (reference / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "model"}))
+    monkeypatch.setenv("VARSCALE_FIXTURE_STEP_S", "0")
+    sweeps_fixture_trainer.train_run(reference)
+    assert _metrics_without_timing(run_dir) == _metrics_without_timing(reference)
+
+
+def _metrics_without_timing(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("wall_time_s", "throughput_img_s")} for r in records]
