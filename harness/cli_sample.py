@@ -15,7 +15,9 @@ def register_sample(subparsers) -> None:
                     "(e.g. a SLURM array) or under torchrun; rerunning the same command redoes only missing "
                     "batches; the shard that completes the set merges.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", help="a finished varscale run directory (config.json + final/model.safetensors)")
+    src.add_argument("--run", "--run-dir", dest="run",
+                     help="a finished varscale run directory (config.json + final/model.safetensors); spell it "
+                          "--run-dir under torchrun, whose own --run-path makes --run ambiguous")
     src.add_argument("--model", help="an official preset, e.g. VAR-d16 (weights from the cache or the paths below)")
     p.add_argument("--var-checkpoint", help="VAR weights (.pth/.safetensors) for --model")
     p.add_argument("--vae-checkpoint", help="tokenizer weights for --model (default: released vae_ch160v4096z32)")
@@ -81,9 +83,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         made = run_shard(out, protocol, generate, shard, num_shards)
         print(f"shard {shard}/{num_shards}: made {len(made)} batches into {out.parts}", file=sys.stderr)
         if env is not None and env.distributed:
-            from harness.distributed import barrier
+            from harness.distributed import barrier, shutdown
 
-            barrier(env)
+            barrier(env)   # every rank's batches are on disk; rank 0 merges
+            shutdown(env)
             if not env.is_main:
                 return 0
         complete = len(out.done(protocol.num_batches)) == protocol.num_batches
@@ -109,7 +112,7 @@ def _shard_setup(args):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # torchrun: one shard per rank, rank 0 merges
         from harness.distributed import init_from_env
 
-        env = init_from_env(args.device or "auto")
+        env = init_from_env((args.device or "auto").split(":")[0])   # the rank picks its own cuda:LOCAL_RANK
         return env, env.rank, env.world_size
     return None, 0, 1
 

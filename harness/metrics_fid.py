@@ -60,17 +60,25 @@ def trace_sqrt_product_gram(features1=None, features2=None, sigma1=None, sigma2=
 
     With A = Xc / sqrt(n - 1) for a side whose raw features X are given (S = A^T A), the non-zero eigenvalues
     of S1 S2 are those of A1 S2 A1^T (symmetric PSD), and with both sides given the square roots are the
-    singular values of A1 A2^T."""
+    singular values of A1 A2^T. Where the n x n problem is not smaller (n >= d, as for 50k samples) it falls
+    back to the d x d eigenvalue route, so it never builds a 50k x 50k matrix."""
     def scaled_centred(x):
         x = np.asarray(x, np.float64)
         return (x - x.mean(0)) / np.sqrt(len(x) - 1)
 
     if features1 is not None and features2 is not None:
-        return float(np.linalg.svd(scaled_centred(features1) @ scaled_centred(features2).T, compute_uv=False).sum())
+        if len(features1) * len(features2) <= features1.shape[1] ** 2:
+            return float(np.linalg.svd(scaled_centred(features1) @ scaled_centred(features2).T,
+                                       compute_uv=False).sum())
+        if sigma2 is None:  # 50k x 10k is no smaller than d x d: use one side only (or the d x d route below)
+            sigma2 = np.cov(np.asarray(features2, np.float64), rowvar=False)
+        features2 = None
     if features1 is None:  # tr sqrt(S1 S2) = tr sqrt(S2 S1): put the side with features first
         features1, sigma2 = features2, sigma1
     if features1 is None or sigma2 is None:
         raise ValueError("the 'gram' method needs the raw features of at least one set")
+    if len(features1) >= features1.shape[1]:  # n >= d: the n x n problem is no smaller than the d x d one
+        return trace_sqrt_product_eigvals(np.cov(np.asarray(features1, np.float64), rowvar=False), sigma2)
     a = scaled_centred(features1)
     eigenvalues = np.linalg.eigvalsh(a @ np.asarray(sigma2, np.float64) @ a.T)
     return float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())

@@ -45,6 +45,8 @@ def test_fid_matches_independent_computation_and_torch_fidelity(n1, n2):
         assert mf.frechet_distance(mu1, s1, mu2, s2, method, x1, x2) == pytest.approx(expected, rel=1e-6, abs=1e-6)
     for one_side in ((x1, None), (None, x2)):   # gram with only one side's raw features (a stored reference)
         assert mf.frechet_distance(mu1, s1, mu2, s2, "gram", *one_side) == pytest.approx(expected, rel=1e-6)
+    # n >= d falls back to the d x d route (no 50k x 50k matrix at protocol scale), with the same value
+    assert mf.trace_sqrt_product_gram(x1, x2) == pytest.approx(mf.trace_sqrt_product_eigvals(s1, s2), rel=1e-6)
     tf_fid = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(x1.astype(np.float64))),
                                       fid_features_to_statistics(torch.from_numpy(x2.astype(np.float64))), False)
     assert mf.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(tf_fid["frechet_inception_distance"], rel=1e-6)

@@ -59,6 +59,27 @@ def test_same_bytes_whatever_the_number_of_shards(reference, run_dir, tmp_path):
             np.testing.assert_array_equal(sharded[key], data[key])
 
 
+def test_torchrun_ranks_shard_the_batches_and_rank0_merges(reference, run_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp.npz"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    # torchrun would set 1 thread per rank; on CPU the decoder's float sums depend on the thread count, which can
+    # move a pixel across a rounding boundary, so the ranks use the thread count the reference was made with
+    env.update(OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "harness.cli", "sample",
+                           "--run-dir", str(run_dir), "--out", str(out), *ARGS], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "shard 0/2" in proc.stderr and "shard 1/2" in proc.stderr
+    with np.load(out) as data:
+        np.testing.assert_array_equal(data["arr_0"], reference[1]["arr_0"])
+
+
 def test_resume_after_a_killed_shard_redoes_only_missing_batches(reference, run_dir, tmp_path):
     from harness.sample_model import load_run_model, make_generate
 
