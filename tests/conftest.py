@@ -30,21 +30,25 @@ def slurm_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    slurm_items = [it for it in items if "slurm" in it.keywords]
-    if not slurm_items or slurm_available():
-        return
     if os.environ.get("VARSCALE_REQUIRE_SLURM") == "1":
-        for it in slurm_items:
-            it.add_marker(pytest.mark.usefixtures("_require_slurm"))
-    else:
+        return  # pytest_runtest_setup fails them instead when no cluster answers
+    slurm_items = [it for it in items if "slurm" in it.keywords]
+    if slurm_items and not slurm_available():
         skip = pytest.mark.skip(reason="no SLURM cluster answers (run as root: scripts/local-slurm start)")
         for it in slurm_items:
             it.add_marker(skip)
 
 
-@pytest.fixture
-def _require_slurm():
-    pytest.fail("VARSCALE_REQUIRE_SLURM=1 but no SLURM cluster answers to sinfo")
+_SLURM_OK: bool | None = None
+
+
+def pytest_runtest_setup(item):
+    global _SLURM_OK
+    if "slurm" in item.keywords and os.environ.get("VARSCALE_REQUIRE_SLURM") == "1":
+        if _SLURM_OK is None:
+            _SLURM_OK = slurm_available()
+        if not _SLURM_OK:
+            pytest.fail("VARSCALE_REQUIRE_SLURM=1 but no SLURM cluster answers to sinfo", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
