@@ -32,6 +32,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     var = VAR(vae_local=vae, **spec.var_kwargs()).to(device)
     load_strict(var, load_state_dict_file(final), source=str(final))
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "name": spec.name, "spec": spec.to_dict(),
+            "params_total": sum(p.numel() for p in var.parameters()),
             "config_model_block": raw.get("model"),
             "checkpoints": {"var": {"path": str(final.resolve()), "sha256": sha256_file(final)},
                             "tokenizer": {"path": str(Path(tokenizer.path).resolve()), "sha256": tokenizer.sha256}}}
@@ -51,6 +52,7 @@ def load_preset_model(name: str, vae_path: str | None = None, var_path: str | No
     vae_path = vae_path or resolve_official_file(VAE_FILE)
     _, var, provenance = load_vae_var(spec, vae_path, var_path, device)
     info = {"source": "preset", "name": name, "spec": spec.to_dict(),
+            "params_total": sum(p.numel() for p in var.parameters()),
             "checkpoints": {"var": provenance["var"], "tokenizer": provenance["vae"]}}
     return var.eval(), info
 

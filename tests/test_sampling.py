@@ -42,6 +42,9 @@ def test_output_is_class_balanced_permuted_and_documented(reference, run_dir):
     sidecar = json.loads(out.with_name(out.name + ".json").read_text())
     assert sidecar["protocol"]["cfg"] == 1.5 and sidecar["protocol"]["top_p"] == 0.96
     assert sidecar["model"]["checkpoints"]["var"]["sha256"] and sidecar["model"]["checkpoints"]["tokenizer"]["sha256"]
+    from models.registry import build, var_spec
+
+    assert sidecar["model"]["params_total"] == sum(p.numel() for p in build(var_spec("VAR-mini-d1"))[1].parameters())
     assert sidecar["rounding"]["rule"] == "round" and "0.5" in sidecar["rounding"]["definition"]
     assert sidecar["seeds"]["first_batch_seeds"][:2] == [batch_seed(0, 0), batch_seed(0, 1)]
     assert sidecar["versions"]["torch"]
