@@ -25,6 +25,8 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--inception-weights", help="torch-fidelity Inception .pth (default: cache, then torch hub)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--inception-dtype", choices=("float32", "float64"), default="float32",
+                   help="internal dtype of the Inception (torch-fidelity allows float64 for extra precision)")
     p.add_argument("--fid-method", choices=("sqrtm", "eigvals", "gram"), default="sqrtm",
                    help="how tr sqrt(S1 S2) is computed: sqrtm as ADM (default), eigvals as torch-fidelity, gram "
                         "(exact via the raw features; fast for small N)")
@@ -59,7 +61,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     cfg = EvalConfig(samples=args.samples, ref=args.ref, out=args.out, inception_weights=args.inception_weights,
-                     device=args.device, batch_size=args.batch_size, fid_method=args.fid_method,
+                     device=args.device, dtype=args.inception_dtype, batch_size=args.batch_size,
+                     fid_method=args.fid_method,
                      expected_samples=args.expected_samples, resolution=args.resolution, cache_dir=args.cache_dir,
                      no_cache=args.no_cache, cache_samples=args.cache_samples, cleanfid_modes=modes,
                      cleanfid_weights_dir=args.cleanfid_weights_dir, kid_seed=args.kid_seed)
