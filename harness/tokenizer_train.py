@@ -18,6 +18,7 @@ held-out split) and ``checkpoints/last.pt`` for resuming.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     cfg.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    done = out_dir / "summary.json"
+    if done.exists() and (out_dir / "tokenizer.safetensors").exists():
+        summary = json.loads(done.read_text())
+        if summary.get("config") == to_dict(cfg):
+            return summary  # finished: rewriting the file would change its sha256 and orphan token caches
     save_json(out_dir / "config.json", to_dict(cfg))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -64,3 +64,13 @@ def test_dead_codes_move_onto_quantizer_inputs():
     state = optimizer.state[q.embedding.weight]
     assert (state["exp_avg"][dead] == 0).all() and (state["exp_avg_sq"][dead] == 0).all()
     assert (q.ema_vocab_hit_SV[:, dead] > 0).all()  # a grace period before they count as dead again
+
+
+def test_finished_tokenizer_is_not_rewritten(tmp_path):
+    torch.set_num_threads(1)
+    cfg = _tiny_cfg(total_steps=4, log_every=2, eval_images=8)
+    first = train_tokenizer(cfg, tmp_path / "tok")
+    stamp = (tmp_path / "tok" / "tokenizer.safetensors").stat().st_mtime_ns
+    again = train_tokenizer(cfg, tmp_path / "tok")
+    assert again["sha256"] == first["sha256"]
+    assert (tmp_path / "tok" / "tokenizer.safetensors").stat().st_mtime_ns == stamp
