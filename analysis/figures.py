@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from analysis.compute import add_compute_columns  # noqa: E402
 from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
@@ -64,6 +64,11 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
     ax.set_yscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label(metric))
+    left, right = ax.get_xlim()
+    if right / left < 100:  # within two decades log labels crowd or vanish: plain 1-2-5 steps
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     low, high = ax.get_ylim()
     if high / low < 10:
         # Less than a decade of data, where log ticks would leave it unlabelled: plain, evenly stepped
@@ -95,24 +100,40 @@ def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.nda
             ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
 
 
+def _panel_points(results: FitResults, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    fit = next((f for f in results.fits if f.metric == metric and f.x == "N"), None)
+    if fit is not None:
+        return np.array(fit.x_values), np.array(fit.y_values)
+    points = results.points.dropna(subset=[metric]) if metric in results.points else pd.DataFrame()
+    if points.empty:
+        return np.array([]), np.array([])
+    return points["N_billion"].to_numpy(float), points[metric].to_numpy(float)
+
+
 def figure_vs_params(results: FitResults, paper_laws: str | None = "slope") -> plt.Figure:
     apply_style()
-    metrics = [m for m in PANEL_ORDER if any(f.metric == m and f.x == "N" for f in results.fits)]
-    if not metrics:
+    requested = results.options.get("metrics", PANEL_ORDER)
+    metrics = [m for m in PANEL_ORDER if m in requested]
+    if not any(f.x == "N" for f in results.fits):
         raise ValueError("no fits against N in these results; run the fits with against=('N', ...)")
     fig, axes = plt.subplots(2, 2, figsize=(FULL_WIDTH, 5.2), squeeze=False)
-    for ax, metric in zip(axes.ravel(), metrics):
-        fit = next(f for f in results.fits if f.metric == metric and f.x == "N")
-        x, y = np.array(fit.x_values), np.array(fit.y_values)
+    for ax, metric in zip(axes.ravel(), PANEL_ORDER):
+        if metric not in metrics:
+            ax.set_visible(False)
+            continue
+        x, y = _panel_points(results, metric)
+        ax.set_title(METRIC_LABELS[metric])
+        if x.size == 0 or np.any(x <= 0) or np.any(y <= 0):
+            ax.text(0.5, 0.5, "no points to fit", ha="center", va="center", transform=ax.transAxes)
+            continue
         x_grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
         ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
         _draw_fits(ax, results, metric, "N", x_grid)
+        if not any(f.metric == metric and f.x == "N" for f in results.fits):
+            ax.plot([], [], " ", label="not fitted (see the fit report)")
         _draw_reference(ax, metric, "N", x_grid, y, paper_laws)
         _log_axes(ax, X_UNITS["N"][1], metric)
-        ax.set_title(METRIC_LABELS[metric])
         ax.legend(loc="upper right")
-    for ax in axes.ravel()[len(metrics):]:
-        ax.set_visible(False)
     fig.tight_layout()
     return fig
 
@@ -134,8 +155,9 @@ def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str 
             ax.plot(run["C_pflops"], run[metric], color=cmap(norm(sizes[point_id] / 1e9)), linewidth=0.9,
                     alpha=0.8)
         front = results.frontiers[metric]
+        # the frontier is a step function: the best loss reached with at most this compute
         ax.plot(front["C_pflops"], front[metric], color="k", linewidth=1.0, marker=".", markersize=3,
-                label=f"Pareto frontier ({len(front)} records)")
+                drawstyle="steps-post", label=f"Pareto frontier ({len(front)} records)")
         x_grid = np.geomspace(front["C_pflops"].min(), front["C_pflops"].max(), 200)
         _draw_fits(ax, results, metric, "C", x_grid)
         _draw_reference(ax, metric, "C", x_grid, front[metric].to_numpy(float), paper_laws)

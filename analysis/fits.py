@@ -137,7 +137,8 @@ def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: Fi
                   se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=int(len(samples)),
                   n_points=int(x.size), r=float(fit.r) if form == "paper" else None,
                   rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
-                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0], samples=samples)
+                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0], samples=samples,
+                  intercept=float(fit.intercept) if form == "paper" else None)
 
 
 def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> dict:

@@ -43,6 +43,7 @@ class LawFit:
     x_unit: float = 1.0        # raw value of one unit of x (1e9 for N, 1e15 for C)
     d_values: list[float] | None = None  # second variable of the Chinchilla form
     note: str = ""
+    intercept: float | None = None  # paper form: alpha*log(beta), exact even where beta itself overflows
     # bootstrap parameter samples (n_boot, len(params)) of this session; not saved to JSON
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -58,6 +59,8 @@ class LawFit:
         x = np.asarray(x_in_unit, dtype=float)
         p = self.params
         if self.form == "paper":
+            if self.intercept is not None:
+                return np.exp(self.intercept + p["alpha"] * np.log(x))
             return (p["beta"] * x) ** p["alpha"]
         if self.form == "saturating":
             return p["E"] + (p["X0"] / x) ** p["alpha"]
@@ -70,6 +73,9 @@ class LawFit:
         y = "Err" if self.metric.startswith("err") else "L"
         p = self.params
         if self.form == "paper":
+            if self.intercept is not None and not 1e-30 < p["beta"] < 1e30:
+                # beta = exp(intercept / alpha) is unprintable for nearly flat data; same law as C * X^alpha
+                return rf"${y}={format_number(float(np.exp(self.intercept)))}\cdot {self.x}^{{{p['alpha']:.3g}}}$"
             return format_pure_power(p["beta"], p["alpha"], self.x, y)
         if self.form == "saturating":
             return format_saturating(p["E"], p["X0"], p["alpha"], self.x, y)

@@ -1,6 +1,7 @@
 """Figures about single runs: per-scale metrics of every run, and a grid of generated samples."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,26 @@ from analysis.figures import FULL_WIDTH, apply_style  # noqa: E402
 VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
 
+def patch_nums_from_runs(table: pd.DataFrame) -> tuple[int, ...] | None:
+    """The token map sizes of the runs, from a run directory's config.json (model.patch_nums), if readable."""
+    for run_dir in table.get("run_dir", pd.Series(dtype=str)).dropna().unique():
+        config_path = Path(str(run_dir)) / "config.json"
+        try:
+            patch_nums = json.loads(config_path.read_text()).get("model", {}).get("patch_nums")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if patch_nums:
+            return tuple(int(p) for p in patch_nums)
+    return None
+
+
+def _default_patch_nums(table: pd.DataFrame, n_scales: int):
+    patch_nums = patch_nums_from_runs(table)
+    if patch_nums is not None and len(patch_nums) == n_scales:
+        return patch_nums
+    return VAR_PATCH_NUMS if n_scales == len(VAR_PATCH_NUMS) else None
+
+
 def _scale_columns(table: pd.DataFrame, prefix: str) -> list[str]:
     columns = [c for c in table.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
     return sorted(columns, key=lambda c: int(c[len(prefix):]))
@@ -29,8 +50,8 @@ def figure_per_scale(table: pd.DataFrame, patch_nums=None, split: str = "val") -
     loss_cols, err_cols = _scale_columns(finals, "loss_s"), _scale_columns(finals, "err_s")
     if not loss_cols:
         raise ValueError("the table has no per-scale columns (loss_s0, loss_s1, ...)")
-    if patch_nums is None and len(loss_cols) == len(VAR_PATCH_NUMS):
-        patch_nums = VAR_PATCH_NUMS
+    if patch_nums is None:
+        patch_nums = _default_patch_nums(finals, len(loss_cols))
     ticks = [f"{p}×{p}" for p in patch_nums] if patch_nums else [str(i) for i in range(len(loss_cols))]
     norm = LogNorm(vmin=finals["N"].min() / 1e9, vmax=max(finals["N"].max(), finals["N"].min() * 1.01) / 1e9)
     cmap = plt.get_cmap("viridis")
@@ -68,8 +89,8 @@ def figure_per_scale_curves(table: pd.DataFrame, point_id: str | None = None, pa
     columns = _scale_columns(run, "loss_s")
     if not columns:
         raise ValueError("the table has no per-scale columns (loss_s0, loss_s1, ...)")
-    if patch_nums is None and len(columns) == len(VAR_PATCH_NUMS):
-        patch_nums = VAR_PATCH_NUMS
+    if patch_nums is None:
+        patch_nums = _default_patch_nums(run, len(columns))
     x_column = "images_seen" if "images_seen" in run and run["images_seen"].notna().all() else "step"
     colors = plt.get_cmap("plasma")(np.linspace(0, 0.9, len(columns)))
     fig, ax = plt.subplots(figsize=(FULL_WIDTH * 0.6, 2.8))

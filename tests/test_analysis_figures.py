@@ -92,6 +92,12 @@ def test_per_scale_and_sample_grid(sweep, tmp_path):
     assert [t.get_text() for t in loss_ax.get_xticklabels()][-1] == "16×16"
     assert "fraction" in err_ax.get_ylabel()
     matplotlib.pyplot.close(fig)
+    # the token map sizes come from the runs' config.json when it is there
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": {"patch_nums": list(range(1, 11))}}))
+    fig = figure_per_scale(table.assign(run_dir=str(tmp_path / "run")))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][-1] == "10×10"
+    matplotlib.pyplot.close(fig)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
     labels = np.array([5, 3, 1, 3, 5, 1, 2, 2, 9, 0, 0, 4])
