@@ -135,6 +135,7 @@ def build_report(source: Path | str, out_dir: Path | str | None = None, options:
                  f"bootstrap over runs ({analysis.fits.options['n_boot']} resamples, seed "
                  f"{analysis.fits.options['seed']}). Hold-out: refit without the largest model and predict it."),
             Table(fits_table(analysis)) if analysis.fits.fits else Text("No law was fitted."),
+            Pre(json.dumps(analysis.fits.options, indent=1), caption="Fit options (fits.json holds them too)"),
             *[Text(f"Not fitted: {reason}") for reason in analysis.fits.skipped]]),
         Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in analysis.figures
                             if p.suffix == ".png" and not p.stem.startswith("baselines")]),

@@ -170,3 +170,24 @@ def test_baselines_file_and_comparison_with_ours(tmp_path):
         assert any(text.startswith("varscale (ours)") for text in legend)
         assert any("(published)" in text for text in legend)
         matplotlib.pyplot.close(figure)
+
+
+def test_a_metric_that_cannot_be_fitted_keeps_its_panel(sweep):
+    table, _ = sweep
+    flat = table.assign(err_last=1.0)  # tiny models: every token wrong, no slope to fit
+    fits = fit_sweep(flat, forms=("paper",), against=("N",), chinchilla=False, n_boot=100)
+    assert fits.get("err_last", "N") is None and any("err_last vs N" in s for s in fits.skipped)
+    fig = figure_vs_params(fits, paper_laws=None)
+    panel = fig.axes[2]
+    assert panel.get_visible() and panel.get_title() == "Token error rate, last scale"
+    assert any("not fitted" in t.get_text() for t in panel.get_legend().get_texts())
+    matplotlib.pyplot.close(fig)
+
+
+def test_nearly_flat_law_is_printed_as_a_coefficient_times_a_power(sweep):
+    _, fits = sweep
+    fit = fits.get("loss_last", "N", "paper")
+    assert "cdot N)" in fit.equation  # ordinary data: the paper's (beta * N)^alpha
+    flat = type(fit)(**{**fit.__dict__, "params": {"alpha": -1e-4, "beta": float("inf")}, "intercept": 1.7})
+    assert flat.equation.startswith(r"$L=5.5\cdot N^{-0.0001}")
+    np.testing.assert_allclose(flat.predict(np.array([1.0, 2.0])), np.exp(1.7) * np.array([1.0, 2.0]) ** -1e-4)
