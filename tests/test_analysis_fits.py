@@ -176,3 +176,24 @@ def test_bad_input_gives_clear_errors():
         fit_sweep(percent)
     with pytest.raises(ValueError, match="aggregate must be one of"):
         fit_sweep(percent.assign(err_last=0.5), aggregate="median")
+
+
+def test_fit_sweep_recovers_the_paper_laws_in_compute_from_training_curves():
+    """Curves of 4 model sizes whose records lie on Eqs. 13-16; the frontier fit gives the coefficients back."""
+    laws = {law.metric: law for law in PAPER_LAWS if law.x == "C"}
+    rows = []
+    for k, depth in enumerate((6, 12, 18, 24)):
+        n_params = PAPER_PARAMS_BY_DEPTH[depth]
+        # overlapping spans, 6 decades in all, where Eqs. 15-16 give error rates below 1
+        for pflops in np.geomspace(10.0 ** (k + 1.5), 10.0 ** (k + 4.5), 9):
+            rows.append({"point_id": f"d{depth}", "split": "val", "step": int(pflops * 1e3),
+                         "params_total": n_params, "train_flops": pflops * 1e15, "state": "finished",
+                         **{metric: float(law(pflops)) for metric, law in laws.items()}})
+    table = pd.DataFrame(rows)
+    results = fit_sweep(table, forms=("paper",), against=("C",), chinchilla=False, n_boot=200)
+    for metric, law in laws.items():
+        fit = results.get(metric, "C", "paper")
+        assert fit.params["alpha"] == pytest.approx(law.alpha, rel=1e-9)
+        assert fit.params["beta"] == pytest.approx(law.beta, rel=1e-6)
+        assert fit.ci_low["alpha"] - 1e-9 <= law.alpha <= fit.ci_high["alpha"] + 1e-9
+        assert np.ptp(results.frontiers[metric]["C_pflops"]) > 1e5  # the frontier spans the 6 decades
