@@ -24,6 +24,11 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)}")
     p.add_argument("--against", default="N,C", help="fit against N (parameters), C (compute) or both")
     p.add_argument("--no-chinchilla", action="store_true", help="skip the E + A/N^a + B/D^b fit")
+    p.add_argument("--chinchilla-on", choices=("final", "curves"), default="final",
+                   help="points of the E + A/N^a + B/D^b fit: each run's final record (default) or every record "
+                        "past --chinchilla-min-fraction of its training")
+    p.add_argument("--chinchilla-min-fraction", type=float, default=0.25,
+                   help="with --chinchilla-on curves: records from this fraction of each run's steps on")
     p.add_argument("--include-unfinished", action="store_true", help="also fit runs that have not finished")
     p.add_argument("--frontier-min-pflops", type=float, default=0.0,
                    help="ignore frontier records below this compute in PFLOPs (warm-up transients)")
@@ -59,8 +64,9 @@ def fit_options_from_args(args: argparse.Namespace):
     from harness.cli import UsageError
 
     options = FitOptions(metrics=_split(args.metrics), forms=_split(args.forms), against=_split(args.against),
-                         chinchilla=not args.no_chinchilla, n_boot=args.n_boot, seed=args.seed, ci_level=args.ci,
-                         huber_delta=args.huber_delta, aggregate=args.aggregate,
+                         chinchilla=not args.no_chinchilla, chinchilla_on=args.chinchilla_on,
+                         chinchilla_min_fraction=args.chinchilla_min_fraction, n_boot=args.n_boot, seed=args.seed,
+                         ci_level=args.ci, huber_delta=args.huber_delta, aggregate=args.aggregate,
                          include_unfinished=args.include_unfinished, frontier_min_pflops=args.frontier_min_pflops)
     try:
         options.check()

@@ -5,7 +5,8 @@ For each metric (test loss and token error, last scale and all scales):
   size: the best one, their mean, or all of them, `aggregate`);
 - against C: the Pareto-optimal validation records over all runs' training curves (analysis/frontier.py).
 Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the power law plus constant
-(Huber on log L, multi-start L-BFGS) and, where the final records vary both N and D, the Chinchilla form.
+(Huber on log L, multi-start L-BFGS) and, where the records vary both N and D, the Chinchilla form
+(analysis/joint.py).
 Every fit gets bootstrap percentile CIs over runs (seeded) and a hold-out-largest extrapolation test: refit
 without the largest model size and predict it (for C: predict the frontier beyond the compute the
 remaining runs reached).
@@ -19,14 +20,14 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from analysis.batched import chinchilla_model, huber_lm, saturating_model
+from analysis.batched import huber_lm, saturating_model
 from analysis.bootstrap import (distinct_present, draw_until, frontier_weights, percentile_interval,
                                 resample_counts, weighted_loglog)
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
 from analysis.frontier import pareto_frontier
 from analysis.laws import X_UNITS
-from analysis.powerlaw import (FitError, chinchilla_bounds, fit_chinchilla, fit_loglog, fit_saturating,
-                               saturating_bounds)
+from analysis.joint import fits_chinchilla, late_records
+from analysis.powerlaw import FitError, fit_loglog, fit_saturating, saturating_bounds
 from analysis.results import FitResults, LawFit
 from analysis.table import METRIC_COLUMNS, is_finished, validate_table
 
@@ -39,7 +40,9 @@ class FitOptions:
     metrics: tuple[str, ...] = METRIC_COLUMNS
     forms: tuple[str, ...] = FORMS
     against: tuple[str, ...] = ("N", "C")  # fit against model size, compute, or both
-    chinchilla: bool = True          # fit E + A/N^a + B/D^b when the final records vary both N and D
+    chinchilla: bool = True          # fit E + A/N^a + B/D^b when the records vary both N and D
+    chinchilla_on: str = "final"     # final: each run's last record; curves: every record past the fraction below
+    chinchilla_min_fraction: float = 0.25
     n_boot: int = 1000
     seed: int = 0
     ci_level: float = 0.95
@@ -56,6 +59,8 @@ class FitOptions:
         unknown = [f for f in self.forms if f not in FORMS]
         if unknown:
             raise ValueError(f"unknown form(s) {unknown}; expected some of {list(FORMS)}")
+        if self.chinchilla_on not in ("final", "curves"):
+            raise ValueError(f"chinchilla_on must be 'final' or 'curves', got {self.chinchilla_on!r}")
         if not set(self.against) <= {"N", "C"}:
             raise ValueError(f"against must name 'N' and/or 'C', got {self.against}")
         if self.aggregate not in AGGREGATES:
@@ -213,47 +218,6 @@ def _fits_vs_compute(curves, options, rng, results: list, skipped: list, frontie
             results.append(law)
 
 
-def _fits_chinchilla(finals, options, rng, results: list, skipped: list) -> None:
-    d_column = "D_tokens" if finals["D_tokens"].notna().all() else "D_images"
-    n, d = finals["N"].to_numpy(float), finals[d_column].to_numpy(float)
-    if np.unique(n).size < 3 or np.unique(d).size < 3:
-        skipped.append("Chinchilla form: needs at least 3 model sizes and 3 data amounts among the final records "
-                       f"({np.unique(n).size} sizes, {np.unique(d).size} data amounts)")
-        return
-    for metric in options.metrics:
-        y = finals[metric].to_numpy(float)
-        try:
-            fit = fit_chinchilla(n, d, y, delta=options.huber_delta)
-        except FitError as exc:
-            skipped.append(f"{metric} vs N,D, chinchilla: {exc}")
-            continue
-        names = list(fit.params())
-        model = chinchilla_model(np.log(n / fit.scales[0]), np.log(d / fit.scales[1]))
-        lower, upper = np.array(chinchilla_bounds(y)).T
-
-        def draw(batch, fit=fit, y=y):
-            weights = resample_counts(n.size, batch, rng)
-            usable = (distinct_present(n, weights) >= 3) & (distinct_present(d, weights) >= 3) & \
-                (distinct_present(np.column_stack([n, d]), weights) >= 5)
-            e, a, a_exp, b, b_exp = huber_lm(model, np.tile(fit.theta, (batch, 1)), np.log(y), weights,
-                                             options.huber_delta, lower, upper).T
-            return np.column_stack([np.exp(e), np.exp(a) * fit.scales[0] ** a_exp, a_exp,
-                                    np.exp(b) * fit.scales[1] ** b_exp, b_exp]), usable
-        samples = draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(names)))
-        low, high = percentile_interval(samples, options.ci_level) if len(samples) else (
-            np.full(len(names), np.nan),) * 2
-        with np.errstate(over="ignore", invalid="ignore"):
-            se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
-        residuals = np.log(y) - np.log(fit.predict(n, d))
-        results.append(LawFit(
-            metric=metric, x="N,D", form="chinchilla", params=fit.params(),
-            ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
-            se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=len(samples),
-            n_points=n.size, r=None, rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=n.tolist(),
-            y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
-            note=f"N in parameters, D = {d_column}", samples=samples))
-
-
 def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: str = "",
               **overrides) -> FitResults:
     """Fit every law of `options` (fields may also be given as keyword overrides) to a collected sweep table."""
@@ -281,7 +245,8 @@ def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResu
     if "C" in options.against:
         _fits_vs_compute(curves, options, rng, fits, skipped, frontiers)
     if options.chinchilla:
-        _fits_chinchilla(finals, options, rng, fits, skipped)
+        records = finals if options.chinchilla_on == "final" else late_records(curves, options.chinchilla_min_fraction)
+        fits_chinchilla(records, options, rng, fits, skipped)
     if not fits:
         raise FitError("no law could be fitted: " + "; ".join(skipped))
     return FitResults(fits=fits, options={**asdict(options), "metrics": list(options.metrics),

@@ -197,3 +197,21 @@ def test_fit_sweep_recovers_the_paper_laws_in_compute_from_training_curves():
         assert fit.params["beta"] == pytest.approx(law.beta, rel=1e-6)
         assert fit.ci_low["alpha"] - 1e-9 <= law.alpha <= fit.ci_high["alpha"] + 1e-9
         assert np.ptp(results.frontiers[metric]["C_pflops"]) > 1e5  # the frontier spans the 6 decades
+
+
+def test_chinchilla_form_from_training_curves_resamples_whole_runs():
+    from analysis.synthetic import SyntheticLaw
+    law = SyntheticLaw(e_inf=1.8, a_coef=400.0, a_exp=0.34, b_coef=410.0, b_exp=0.28)
+    laws = {"loss_last": law, "loss_mean": FLAT, "err_last": FLAT, "err_mean": FLAT}
+    table = synthetic_sweep_table(depths=(6, 10, 14, 18, 24, 30), images_per_run=(3e7,), evals_per_run=10,
+                                  noise=0.002, seed=9, laws=laws)
+    table["tokens_seen"] = np.nan
+    common = dict(metrics=("loss_last",), against=("N",), forms=("paper",), n_boot=300, seed=2)
+    assert any("3 data amounts" in s for s in fit_sweep(table, **common).skipped)  # final records: one D
+    late = fit_sweep(table, chinchilla_on="curves", **common).get("loss_last", "N,D", "chinchilla")
+    assert late.n_points == 6 * 3  # the log-spaced records past a quarter of each run
+    fit = fit_sweep(table, chinchilla_on="curves", chinchilla_min_fraction=0.0, **common).get(
+        "loss_last", "N,D", "chinchilla")
+    assert fit.n_points == 6 * 10 and "records of 6 runs" in fit.note
+    for name, value in {"E": 1.8, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28}.items():
+        assert fit.ci_low[name] <= value <= fit.ci_high[name], (name, fit.ci_text(name))

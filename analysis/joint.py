@@ -1,0 +1,76 @@
+"""The joint law in model size and data, L = E + A/N^a + B/D^b (Hoffmann et al. 2022), for a sweep table.
+
+Points: each run's final record (`chinchilla_on="final"`, needs runs that differ in training length), or
+every record of each run past a fraction of its training (`"curves"`, as Choshen et al. 2025 fit
+intermediate checkpoints; under a decaying learning rate an intermediate checkpoint is not a model trained
+for that many images, which biases B and b, so this is opt-in). The bootstrap resamples runs, all records of a
+drawn run together. D is tokens seen where the table has them, else images seen.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.batched import chinchilla_model, huber_lm
+from analysis.bootstrap import distinct_present, draw_until, percentile_interval, resample_counts
+from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
+from analysis.results import LawFit
+
+
+def late_records(curves: pd.DataFrame, min_fraction: float) -> pd.DataFrame:
+    """Records at or after `min_fraction` of their run's last step."""
+    last = curves.groupby("point_id")["step"].transform("max")
+    return curves[curves["step"] >= min_fraction * last]
+
+
+def fits_chinchilla(records: pd.DataFrame, options, rng: np.random.Generator, results: list,
+                    skipped: list) -> None:
+    d_column = "D_tokens" if records["D_tokens"].notna().all() else "D_images"
+    records = records.dropna(subset=[d_column])
+    records = records[records[d_column] > 0]
+    n, d = records["N"].to_numpy(float), records[d_column].to_numpy(float)
+    if np.unique(n).size < 3 or np.unique(d).size < 3:
+        skipped.append(f"Chinchilla form: needs at least 3 model sizes and 3 data amounts among the "
+                       f"{options.chinchilla_on} records ({np.unique(n).size} sizes, {np.unique(d).size} data "
+                       "amounts)")
+        return
+    runs, run_code = np.unique(records["point_id"].to_numpy(str), return_inverse=True)
+    for metric in options.metrics:
+        y = records[metric].to_numpy(float)
+        try:
+            fit = fit_chinchilla(n, d, y, delta=options.huber_delta)
+        except FitError as exc:
+            skipped.append(f"{metric} vs N,D, chinchilla: {exc}")
+            continue
+        names = list(fit.params())
+        model = chinchilla_model(np.log(n / fit.scales[0]), np.log(d / fit.scales[1]))
+        lower, upper = np.array(chinchilla_bounds(y)).T
+
+        def draw(batch, fit=fit, y=y):
+            weights = resample_counts(runs.size, batch, rng)[:, run_code].astype(float)
+            usable = (distinct_present(n, weights) >= 3) & (distinct_present(d, weights) >= 3) & \
+                (distinct_present(np.column_stack([n, d]), weights) >= 5)
+            e, a, a_exp, b, b_exp = huber_lm(model, np.tile(fit.theta, (batch, 1)), np.log(y), weights,
+                                             options.huber_delta, lower, upper).T
+            return np.column_stack([np.exp(e), np.exp(a) * fit.scales[0] ** a_exp, a_exp,
+                                    np.exp(b) * fit.scales[1] ** b_exp, b_exp]), usable
+        try:
+            samples = draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(names)))
+        except FitError as exc:
+            skipped.append(f"{metric} vs N,D, chinchilla: {exc}")
+            continue
+        if len(samples):
+            low, high = percentile_interval(samples, options.ci_level)
+        else:
+            low = high = np.full(len(names), np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+        residuals = np.log(y) - np.log(fit.predict(n, d))
+        results.append(LawFit(
+            metric=metric, x="N,D", form="chinchilla", params=fit.params(),
+            ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
+            se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=len(samples),
+            n_points=n.size, r=None, rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=n.tolist(),
+            y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
+            note=f"N in parameters, D = {d_column}, {options.chinchilla_on} records of {runs.size} runs",
+            samples=samples))
