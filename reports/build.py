@@ -80,6 +80,15 @@ def fits_table(analysis: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def headline_table(analysis: Analysis) -> pd.DataFrame:
+    """The exponents, the numbers a reader looks for first."""
+    rows = [{"metric": f.metric, "against": f.x, "form": f.form,
+             f"alpha [{int(f.ci_level * 100)}% CI]": f.ci_text("alpha"),
+             "Pearson r": f.r, "hold-out largest rel. error": f.holdout.get("max_abs_rel_error")}
+            for f in analysis.fits.fits if "alpha" in f.params]
+    return pd.DataFrame(rows)
+
+
 def comparison_sections(analysis: Analysis) -> list:
     table = analysis.comparison
     columns = ["model", "family", "fid", "is", "precision", "recall", "params_m", "steps", "rel_time", "origin",
@@ -120,7 +129,9 @@ def build_report(source: Path | str, out_dir: Path | str | None = None, options:
     runs = runs_table(analysis.table)
     sections = [
         Section("Summary", [Text(f"Source: {analysis.source}. Created {created}. {len(runs)} runs, "
-                                 f"{runs['N (M)'].min():.3g}M to {runs['N (M)'].max():.3g}M parameters.")]),
+                                 f"{runs['N (M)'].min():.3g}M to {runs['N (M)'].max():.3g}M parameters."),
+                            Table(headline_table(analysis), caption="Fitted exponents (details below).")
+                            if analysis.fits.fits else Text("No scaling law could be fitted; see below why.")]),
         Section("Sweep configuration", sweep_config_blocks(root, analysis.table)),
         Section("Runs", [Table(runs, caption="Final validation record of every run (losses in nats, errors as "
                                              "fractions; C = cumulative training compute).")]),
