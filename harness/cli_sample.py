@@ -38,6 +38,15 @@ def register_sample(subparsers) -> None:
     p.add_argument("--png", action="store_true", help="also write <out>_png/{row:06d}.png in row order")
     p.add_argument("--no-merge", action="store_true", help="only make this shard's batches")
     p.add_argument("--merge-only", action="store_true", help="assemble --out from its finished batches")
+    job = p.add_argument_group("submitting the shards as jobs (submitit)")
+    job.add_argument("--submit", choices=("slurm", "local"),
+                     help="submit --num-shards jobs (a SLURM array, or local processes) instead of sampling here")
+    job.add_argument("--wait", action="store_true", help="with --submit: wait for the jobs and the merged file")
+    job.add_argument("--timeout-min", type=int, default=240)
+    job.add_argument("--gpus-per-node", type=int, default=0)
+    job.add_argument("--cpus-per-task", type=int, default=4)
+    job.add_argument("--partition", help="SLURM partition")
+    job.add_argument("--jobs-dir", help="submitit logs (default: <out>.jobs)")
     p.set_defaults(func=_cmd_sample)
 
 
@@ -66,6 +75,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         if args.merge_only:
             print(merge(out, png=args.png))
             return 0
+        if args.submit:
+            return _submit(args, out)
         if not (args.run or args.model):
             raise UsageError("give the model: --run RUN_DIR or --model VAR-d16 (or --merge-only)")
         env, shard, num_shards = _shard_setup(args)
@@ -135,3 +146,56 @@ def _load(args, device: str):
     if args.run:
         return load_run_model(args.run, device)
     return load_preset_model(args.model, args.vae_checkpoint, args.var_checkpoint, device)
+
+
+def _forward_argv(args, out) -> list[str]:
+    """The sampling options of this command, for the shard jobs."""
+    argv = ["sample", "--out", str(out.npz.resolve())]
+    argv += ["--run", args.run] if args.run else ["--model", args.model]
+    for flag, value in (("--var-checkpoint", args.var_checkpoint), ("--vae-checkpoint", args.vae_checkpoint),
+                        ("--per-class", args.per_class), ("--num-samples", args.num_samples),
+                        ("--batch-size", args.batch_size), ("--cfg", args.cfg), ("--top-k", args.top_k),
+                        ("--top-p", args.top_p), ("--seed", args.seed), ("--rounding", args.rounding),
+                        ("--precision", args.precision), ("--device", args.device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + [f for f, on in (("--more-smooth", args.more_smooth), ("--png", args.png)) if on]
+
+
+def _submit(args, out) -> int:
+    from pathlib import Path
+
+    from harness.cli import UsageError
+    from harness.sample_submit import SubmitError, submit_shards
+
+    if not (args.run or args.model):
+        raise UsageError("give the model: --run RUN_DIR or --model VAR-d16")
+    num_shards = args.num_shards or 1
+    if args.shard is not None:
+        raise UsageError("--shard is chosen per job with --submit; give only --num-shards")
+    folder = Path(args.jobs_dir) if args.jobs_dir else out.npz.with_name(out.npz.name + ".jobs")
+    try:
+        jobs = submit_shards(_forward_argv(args, out), num_shards, args.submit, folder, args.timeout_min,
+                             args.gpus_per_node, args.cpus_per_task, args.partition)
+    except SubmitError as exc:
+        print(f"varscale sample: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"submitted {len(jobs)} shard jobs ({args.submit}): {', '.join(j.job_id for j in jobs)}; logs in {folder}",
+          file=sys.stderr)
+    if not args.wait:
+        return 0
+    failed = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as exc:  # noqa: BLE001 - report every shard
+            failed.append(f"{job.job_id}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}")
+    if failed:
+        print("varscale sample: shard jobs failed (resubmit the same command to redo their batches):\n  "
+              + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    if not out.npz.is_file():
+        print(f"varscale sample: all jobs finished but {out.npz} is missing; run with --merge-only", file=sys.stderr)
+        return 1
+    print(out.npz)
+    return 0

@@ -214,7 +214,7 @@ def write_png_folder(folder: str | os.PathLike, images_NHWC: np.ndarray, first_i
     folder.mkdir(parents=True, exist_ok=True)
     for offset, image in enumerate(images_NHWC):
         target = folder / f"{first_index + offset:06d}.png"
-        tmp = target.with_suffix(".png.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # two merging shards must not collide
         Image.fromarray(image).save(tmp, format="PNG")
         os.replace(tmp, target)
 

@@ -254,20 +254,21 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
     path = cb.write_random_cleanfid_weights(tmp_path / "cf", weights)
     assert path.name == "inception-2015-12-05.pt"
     samples, ref = open_npz(tmp_path / "s.npz"), open_npz(tmp_path / "r.npz")
+    extractor = cb.CleanFidExtractor("legacy_tensorflow", tmp_path / "cf", "cpu")
+    fs, fr = extractor.features(samples), extractor.features(ref)
+    assert fs.shape == (3, 2048)
+    legacy = cb.fid_kid(fs, fr, kid_seed=3, fid_method="gram")
+    mu1, s1 = fs.mean(0), np.cov(fs, rowvar=False)
+    mu2, s2 = fr.mean(0), np.cov(fr, rowvar=False)
+    assert legacy["fid"] == pytest.approx(frechet_distance(mu1, s1, mu2, s2, "gram", fs, fr), rel=1e-9)
     state = np.random.get_state()
-    result = cb.evaluate_cleanfid(samples, ref, cb.MODES, tmp_path / "cf", "cpu", kid_seed=3, fid_method="gram")
+    np.random.seed(3)
+    assert legacy["kid"] == pytest.approx(kernel_distance(fs, fr), rel=1e-12)   # seeded: reproducible
+    np.random.set_state(state)
+    result = cb.evaluate_cleanfid(samples, ref, ("clean",), tmp_path / "cf", "cpu", kid_seed=3, fid_method="gram")
     assert np.random.get_state()[1].tolist() == state[1].tolist()      # global RNG left as it was
-    assert set(result) == set(cb.MODES)
-    for mode in ["legacy_tensorflow"]:   # one mode re-extracted by hand; the code path is shared
-        extractor = cb.CleanFidExtractor(mode, tmp_path / "cf", "cpu")
-        fs, fr = extractor.features(samples), extractor.features(ref)
-        assert fs.shape == (3, 2048)
-        mu1, s1 = fs.mean(0), np.cov(fs, rowvar=False)
-        mu2, s2 = fr.mean(0), np.cov(fr, rowvar=False)
-        assert result[mode]["fid"] == pytest.approx(frechet_distance(mu1, s1, mu2, s2, "gram", fs, fr), rel=1e-9)
-        np.random.seed(3)
-        assert result[mode]["kid"] == pytest.approx(kernel_distance(fs, fr), rel=1e-12)
-    assert result["clean"]["fid"] != pytest.approx(result["legacy_tensorflow"]["fid"], rel=1e-3)  # two resizes
+    assert result["clean"]["weights_sha256"] and result["clean"]["kid_seed"] == 3
+    assert result["clean"]["fid"] != pytest.approx(legacy["fid"], rel=1e-3)   # PIL bicubic outside vs inside
     with pytest.raises(FileNotFoundError, match="varscale assets fetch --what inception-cleanfid"):
         cb.find_weights_dir(tmp_path / "nowhere")
 

@@ -84,6 +84,15 @@ def test_torchrun_ranks_shard_the_batches_and_rank0_merges(reference, run_dir, t
         np.testing.assert_array_equal(data["arr_0"], reference[1]["arr_0"])
 
 
+def test_submitit_local_jobs_one_per_shard(reference, run_dir, tmp_path):
+    out = tmp_path / "jobs.npz"
+    assert main(["sample", "--run", str(run_dir), "--out", str(out), *ARGS, "--submit", "local",
+                 "--num-shards", "2", "--wait", "--cpus-per-task", "1"]) == 0
+    with np.load(out) as data:
+        np.testing.assert_array_equal(data["arr_0"], reference[1]["arr_0"])
+    assert list((tmp_path / "jobs.npz.jobs").glob("*_log.err"))   # submitit's logs next to the output
+
+
 def test_resume_after_a_killed_shard_redoes_only_missing_batches(reference, run_dir, tmp_path):
     from harness.sample_model import load_run_model, make_generate
 
