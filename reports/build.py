@@ -130,7 +130,9 @@ def build_report(source: Path | str, out_dir: Path | str | None = None, options:
     sections = [
         Section("Summary", [Text(f"Source: {analysis.source}. Created {created}. {len(runs)} runs, "
                                  f"{runs['N (M)'].min():.3g}M to {runs['N (M)'].max():.3g}M parameters."),
-                            Table(headline_table(analysis), caption="Fitted exponents (details below).")
+                            Table(headline_table(analysis), caption="Fitted exponents (details below). Paper "
+                                  "form L=(beta·X)^alpha: alpha < 0 when the metric falls; saturating form "
+                                  "L=E+(X0/X)^alpha: alpha > 0.")
                             if analysis.fits.fits else Text("No scaling law could be fitted; see below why.")]),
         Section("Sweep configuration", sweep_config_blocks(root, analysis.table)),
         Section("Runs", [Table(runs, caption="Final validation record of every run (losses in nats, errors as "
