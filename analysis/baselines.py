@@ -131,7 +131,7 @@ def _scatter_families(ax, table: pd.DataFrame, x: str) -> None:
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel("FID-50K (lower is better)")
+    ax.set_ylabel("FID, lower is better (published: 50K samples)")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 

@@ -45,6 +45,7 @@ class Analysis:
     figures: list[Path] = field(default_factory=list)
     comparison: pd.DataFrame | None = None
     eval_results: list[Path] = field(default_factory=list)
+    resolution: int = 256  # of the published results compared with
 
 
 def run_fits(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
@@ -89,6 +90,7 @@ def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitO
     analysis.figures = draw_all(analysis.table, analysis.fits, figure_dir, samples=samples,
                                 paper_laws=paper_laws, formats=formats)
     analysis.eval_results = find_eval_results(root)
+    analysis.resolution = resolution
     analysis.comparison = comparison_table(analysis.eval_results, resolution=resolution)
     atomic_write_text(analysis.out_dir / "comparison.csv", analysis.comparison.to_csv(index=False))
     analysis.figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir,

@@ -95,6 +95,10 @@ def comparison_sections(analysis: Analysis) -> list:
                "note", "source"]
     blocks: list = []
     ours = table[table["origin"].str.startswith("varscale")]
+    if len(ours) == len(table):
+        blocks.append(Text(f"analysis/data/baselines.csv has no published results at {analysis.resolution}x"
+                           f"{analysis.resolution}; our evaluations are shown alone (FIDs at other resolutions or "
+                           "on other data are not comparable)."))
     if len(ours):
         blocks.append(Table(ours[columns], caption="Our evaluations (varscale eval result files)."))
     else:
