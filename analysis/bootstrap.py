@@ -9,6 +9,7 @@ usable resamples is reported with every fit.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -16,6 +17,12 @@ import numpy as np
 from analysis.powerlaw import FitError
 
 MAX_DRAW_FACTOR = 3
+
+
+def fit_rng(seed: int, *names: str) -> np.random.Generator:
+    """A generator of its own for each fit (seed + the fit's name), so that a fit's intervals do not depend on
+    which other laws were fitted in the same call."""
+    return np.random.default_rng([seed, zlib.crc32("|".join(names).encode())])
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

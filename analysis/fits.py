@@ -21,7 +21,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from analysis.batched import huber_lm, saturating_model
-from analysis.bootstrap import (distinct_present, draw_until, frontier_weights, percentile_interval,
+from analysis.bootstrap import (distinct_present, draw_until, fit_rng, frontier_weights, percentile_interval,
                                 resample_counts, weighted_loglog)
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
 from analysis.frontier import pareto_frontier
@@ -94,7 +94,7 @@ class _PointSet:
     x: np.ndarray
     y: np.ndarray
     base_weights: np.ndarray
-    sample_weights: Callable[[int], np.ndarray]
+    sample_weights: Callable[[int, np.random.Generator], np.ndarray]
 
     @property
     def used(self) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +102,10 @@ class _PointSet:
         return self.x[keep], self.y[keep]
 
 
-def _bootstrap(form: str, fit, points: _PointSet, options: FitOptions, chunk: int = 256) -> np.ndarray:
+def _bootstrap(form: str, fit, points: _PointSet, options: FitOptions, rng: np.random.Generator,
+               chunk: int = 256) -> np.ndarray:
     def draw(batch: int):
-        weights = points.sample_weights(batch)
+        weights = points.sample_weights(batch, rng)
         # Records on no resample's frontier carry no weight anywhere: leave them out of the arithmetic.
         used = weights.any(axis=0)
         weights, x, y = weights[:, used], points.x[used], points.y[used]
@@ -129,7 +130,7 @@ def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: Fi
     x, y = points.used
     fit = _fit_one(form, x, y, options)
     names = list(fit.params())
-    samples = _bootstrap(form, fit, points, options)
+    samples = _bootstrap(form, fit, points, options, fit_rng(options.seed, metric, x_name, form))
     if len(samples):
         low, high = percentile_interval(samples, options.ci_level)
     else:
@@ -159,11 +160,11 @@ def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> di
             "rel_error": rel.tolist(), "max_abs_rel_error": float(np.max(np.abs(rel)))}
 
 
-def _fits_vs_params(finals, options, rng, results: list, skipped: list) -> None:
+def _fits_vs_params(finals, options, results: list, skipped: list) -> None:
     for metric in options.metrics:
         table = points_vs_params(finals, metric, options.aggregate)
         x, y = table["N_billion"].to_numpy(float), table["y"].to_numpy(float)
-        points = _PointSet(x, y, np.ones(x.size), lambda batch, n=x.size: resample_counts(n, batch, rng))
+        points = _PointSet(x, y, np.ones(x.size), lambda batch, rng, n=x.size: resample_counts(n, batch, rng))
         for form in options.forms:
             try:
                 law = _law_fit(metric, "N", form, points, options)
@@ -175,8 +176,7 @@ def _fits_vs_params(finals, options, rng, results: list, skipped: list) -> None:
             results.append(law)
 
 
-def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions,
-                     rng: np.random.Generator) -> _PointSet:
+def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions) -> _PointSet:
     """All records sorted by (compute, loss); a resample's weights mark its own runs' frontier."""
     data = curves.dropna(subset=[metric]).sort_values(["C_pflops", metric], kind="mergesort")
     runs = np.array(sorted(data["point_id"].unique()))
@@ -184,11 +184,11 @@ def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions,
     x, y = data["C_pflops"].to_numpy(float), data[metric].to_numpy(float)
     above_floor = (x >= options.frontier_min_pflops).astype(float)
     base = frontier_weights(run_code, y, np.ones((1, runs.size)))[0] * above_floor
-    return _PointSet(x, y, base, lambda batch: frontier_weights(
+    return _PointSet(x, y, base, lambda batch, rng: frontier_weights(
         run_code, y, resample_counts(runs.size, batch, rng)) * above_floor[None, :])
 
 
-def _fits_vs_compute(curves, options, rng, results: list, skipped: list, frontiers: dict) -> None:
+def _fits_vs_compute(curves, options, results: list, skipped: list, frontiers: dict) -> None:
     curves = curves[curves["C_pflops"] > 0]
     if curves["N"].nunique() < 2:
         skipped.append("laws against compute: the Pareto frontier needs runs of at least 2 model sizes "
@@ -197,7 +197,7 @@ def _fits_vs_compute(curves, options, rng, results: list, skipped: list, frontie
     largest_n = curves["N"].max()
     small = curves[curves["N"] < largest_n]
     for metric in options.metrics:
-        points = _frontier_points(curves, metric, options, rng)
+        points = _frontier_points(curves, metric, options)
         front = pareto_frontier(curves.dropna(subset=[metric]), x="C_pflops", y=metric)
         front = front[front["C_pflops"] >= options.frontier_min_pflops]
         frontiers[metric] = front[["C_pflops", "C_flops", metric, "point_id", "N", "step"]].reset_index(drop=True)
@@ -232,7 +232,6 @@ def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: st
 
 def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResults:
     table = add_compute_columns(validate_table(table, source or "sweep table"))
-    rng = np.random.default_rng(options.seed)
     finals = final_records(table, split=options.split, finished_only=not options.include_unfinished)
     curves = table[table["split"] == options.split]
     if not options.include_unfinished and "state" in curves:
@@ -241,12 +240,12 @@ def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResu
     skipped: list[str] = []
     frontiers: dict[str, pd.DataFrame] = {}
     if "N" in options.against:
-        _fits_vs_params(finals, options, rng, fits, skipped)
+        _fits_vs_params(finals, options, fits, skipped)
     if "C" in options.against:
-        _fits_vs_compute(curves, options, rng, fits, skipped, frontiers)
+        _fits_vs_compute(curves, options, fits, skipped, frontiers)
     if options.chinchilla:
         records = finals if options.chinchilla_on == "final" else late_records(curves, options.chinchilla_min_fraction)
-        fits_chinchilla(records, options, rng, fits, skipped)
+        fits_chinchilla(records, options, fits, skipped)
     if not fits:
         raise FitError("no law could be fitted: " + "; ".join(skipped))
     return FitResults(fits=fits, options={**asdict(options), "metrics": list(options.metrics),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.batched import chinchilla_model, huber_lm
-from analysis.bootstrap import distinct_present, draw_until, percentile_interval, resample_counts
+from analysis.bootstrap import distinct_present, draw_until, fit_rng, percentile_interval, resample_counts
 from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
 from analysis.results import LawFit
 
@@ -23,8 +23,7 @@ def late_records(curves: pd.DataFrame, min_fraction: float) -> pd.DataFrame:
     return curves[curves["step"] >= min_fraction * last]
 
 
-def fits_chinchilla(records: pd.DataFrame, options, rng: np.random.Generator, results: list,
-                    skipped: list) -> None:
+def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list) -> None:
     d_column = "D_tokens" if records["D_tokens"].notna().all() else "D_images"
     records = records.dropna(subset=[d_column])
     records = records[records[d_column] > 0]
@@ -46,7 +45,9 @@ def fits_chinchilla(records: pd.DataFrame, options, rng: np.random.Generator, re
         model = chinchilla_model(np.log(n / fit.scales[0]), np.log(d / fit.scales[1]))
         lower, upper = np.array(chinchilla_bounds(y)).T
 
-        def draw(batch, fit=fit, y=y):
+        rng = fit_rng(options.seed, metric, "N,D", "chinchilla")
+
+        def draw(batch, fit=fit, y=y, rng=rng):
             weights = resample_counts(runs.size, batch, rng)[:, run_code].astype(float)
             usable = (distinct_present(n, weights) >= 3) & (distinct_present(d, weights) >= 3) & \
                 (distinct_present(np.column_stack([n, d]), weights) >= 5)
