@@ -175,7 +175,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                                       None if "mu_s" in ref.stats else ref_feats.spatial, ref_sp, cfg.fid_method)
         else:
             warnings.append(f"{ref.path}: no mu_s/sigma_s and no images; sFID not computed")
-        if ref_feats is not None:
+        if ref_feats is not None and min(len(ref_feats), len(sample_feats)) <= cfg.pr_k:
+            warnings.append(f"precision/recall need more than k={cfg.pr_k} images on each side; not computed")
+        elif ref_feats is not None:
             metrics["precision"], metrics["recall"] = mf.precision_recall(
                 sample_feats.pool, ref_feats.pool, cfg.pr_k, cfg.pr_chunk, cfg.pr_chunk, extractor.device)
         else:

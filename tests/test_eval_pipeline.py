@@ -265,10 +265,15 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
     np.random.seed(3)
     assert legacy["kid"] == pytest.approx(kernel_distance(fs, fr), rel=1e-12)   # seeded: reproducible
     np.random.set_state(state)
-    result = cb.evaluate_cleanfid(samples, ref, ("clean",), tmp_path / "cf", "cpu", kid_seed=3, fid_method="gram")
+    # through varscale eval (--cleanfid clean): the second opinion sits next to the ADM metrics in the result
+    result = evaluate(_cfg(weights, tmp_path / "s.npz", tmp_path / "r.npz", tmp_path / "cache", is_splits=1,
+                           cleanfid_modes=("clean",), cleanfid_weights_dir=str(tmp_path / "cf"), kid_seed=3))
     assert np.random.get_state()[1].tolist() == state[1].tolist()      # global RNG left as it was
-    assert result["clean"]["weights_sha256"] and result["clean"]["kid_seed"] == 3
-    assert result["clean"]["fid"] != pytest.approx(legacy["fid"], rel=1e-3)   # PIL bicubic outside vs inside
+    clean = result["cleanfid"]["clean"]
+    assert clean["weights_sha256"] and clean["kid_seed"] == 3 and np.isfinite(clean["kid"])
+    assert clean["fid"] != pytest.approx(legacy["fid"], rel=1e-3)     # PIL bicubic outside vs resize inside
+    assert "fid" in result["metrics"] and "precision" not in result["metrics"]
+    assert any("need more than k=3 images" in w for w in result["warnings"])
     with pytest.raises(FileNotFoundError, match="varscale assets fetch --what inception-cleanfid"):
         cb.find_weights_dir(tmp_path / "nowhere")
 
