@@ -92,7 +92,8 @@ class CleanFidExtractor:
         return np.concatenate(parts)
 
 
-def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int = 0, fid_method: str = "sqrtm") -> dict:
+def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int = 0,
+            fid_method: str = "sqrtm") -> dict:
     """FID with clean-fid's own ``frechet_distance`` (scipy sqrtm) unless another exact ``fid_method`` of
     ``harness.metrics_fid`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
     from cleanfid.fid import frechet_distance, kernel_distance

@@ -155,35 +155,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         ref_sha = sha256_source(ref)
         ref_feats, ref_cache = (features_for(ref, extractor, weights_sha, cfg.dtype, cfg.batch_size, cache_dir,
                                              "reference", ref_sha) if ref.num_images else (None, None))
-        stored = "mu" in ref.stats
-        ref_pool_stats = {"mu": ref.stats["mu"], "sigma": ref.stats["sigma"]} if stored else _stats(ref_feats.pool)
-        if not stored:
-            warnings.append(f"{ref.path}: no stored mu/sigma; reference statistics computed from its "
-                            f"{ref.num_images} images (ADM reference batches store full-dataset statistics)")
-        sample_pool_stats = _stats(sample_feats.pool)
-        if "mu" in samples.stats:
-            sample_pool_stats = {"mu": samples.stats["mu"], "sigma": samples.stats["sigma"]}
-            warnings.append(f"{samples_path}: carries its own mu/sigma; FID uses them (as ADM does), not its images")
-        metrics["fid"], fid_method_used = _fid(None if "mu" in samples.stats else sample_feats.pool, sample_pool_stats,
-                                               None if stored else ref_feats.pool, ref_pool_stats, cfg.fid_method)
-        if "mu_s" in ref.stats or ref_feats is not None:
-            ref_sp = ({"mu": ref.stats["mu_s"], "sigma": ref.stats["sigma_s"]} if "mu_s" in ref.stats
-                      else _stats(ref_feats.spatial))
-            sample_sp = ({"mu": samples.stats["mu_s"], "sigma": samples.stats["sigma_s"]} if "mu_s" in samples.stats
-                         else _stats(sample_feats.spatial))
-            metrics["sfid"], _ = _fid(None if "mu_s" in samples.stats else sample_feats.spatial, sample_sp,
-                                      None if "mu_s" in ref.stats else ref_feats.spatial, ref_sp, cfg.fid_method)
-        else:
-            warnings.append(f"{ref.path}: no mu_s/sigma_s and no images; sFID not computed")
-        if ref_feats is not None and min(len(ref_feats), len(sample_feats)) <= cfg.pr_k:
-            warnings.append(f"precision/recall need more than k={cfg.pr_k} images on each side; not computed")
-        elif ref_feats is not None:
-            metrics["precision"], metrics["recall"] = mf.precision_recall(
-                sample_feats.pool, ref_feats.pool, cfg.pr_k, cfg.pr_chunk, cfg.pr_chunk, extractor.device)
-        else:
-            warnings.append(f"{ref.path}: no images ('arr_0'); precision/recall not computed")
+        fid_method_used = _reference_metrics(cfg, samples, sample_feats, ref, ref_feats, extractor.device, metrics,
+                                             warnings)
         inputs["reference"] = _describe(ref, ref_sha) | {
-            "feature_cache": ref_cache, "statistics": "stored mu/sigma" if stored else "computed from its images"}
+            "feature_cache": ref_cache,
+            "statistics": "stored mu/sigma" if "mu" in ref.stats else "computed from its images"}
         if cfg.cleanfid_modes:
             from harness.cleanfid_backend import evaluate_cleanfid
 
@@ -214,8 +190,44 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
 
 
+def _pair(source: ImageSource, features, mu_key: str, sigma_key: str, which: str):
+    """(raw features or None, statistics) of one side: the file's stored statistics win, as in ADM."""
+    if mu_key in source.stats:
+        return None, {"mu": source.stats[mu_key], "sigma": source.stats[sigma_key]}
+    raw = getattr(features, which)
+    return raw, _stats(raw)
+
+
+def _reference_metrics(cfg: EvalConfig, samples: ImageSource, sample_feats, ref: ImageSource, ref_feats,
+                       device: str, metrics: dict, warnings: list[str]) -> str:
+    """FID, sFID, precision and recall against the reference; returns the trace method actually used."""
+    if "mu" not in ref.stats:
+        warnings.append(f"{ref.path}: no stored mu/sigma; reference statistics computed from its "
+                        f"{ref.num_images} images (ADM reference batches store full-dataset statistics)")
+    if "mu" in samples.stats:
+        warnings.append(f"{samples.path}: carries its own mu/sigma; FID uses them (as ADM does), not its images")
+    s_raw, s_stats = _pair(samples, sample_feats, "mu", "sigma", "pool")
+    r_raw, r_stats = _pair(ref, ref_feats, "mu", "sigma", "pool")
+    metrics["fid"], method_used = _fid(s_raw, s_stats, r_raw, r_stats, cfg.fid_method)
+    if "mu_s" in ref.stats or ref_feats is not None:
+        s_raw, s_stats = _pair(samples, sample_feats, "mu_s", "sigma_s", "spatial")
+        r_raw, r_stats = _pair(ref, ref_feats, "mu_s", "sigma_s", "spatial")
+        metrics["sfid"], _ = _fid(s_raw, s_stats, r_raw, r_stats, cfg.fid_method)
+    else:
+        warnings.append(f"{ref.path}: no mu_s/sigma_s and no images; sFID not computed")
+    if ref_feats is None:
+        warnings.append(f"{ref.path}: no images ('arr_0'); precision/recall not computed")
+    elif min(len(ref_feats), len(sample_feats)) <= cfg.pr_k:
+        warnings.append(f"precision/recall need more than k={cfg.pr_k} images on each side; not computed")
+    else:
+        metrics["precision"], metrics["recall"] = mf.precision_recall(
+            sample_feats.pool, ref_feats.pool, cfg.pr_k, cfg.pr_chunk, cfg.pr_chunk, device)
+    return method_used
+
+
 def _describe(source: ImageSource, sha: str) -> dict:
-    out = {"path": str(Path(source.path).resolve()), "kind": source.kind, "sha256": sha, "num_images": source.num_images,
+    out = {"path": str(Path(source.path).resolve()), "kind": source.kind, "sha256": sha,
+           "num_images": source.num_images,
            "resolution": [source.height, source.width], "labels": source.labels is not None,
            "stored_statistics": sorted(source.stats)}
     sidecar = Path(str(source.path) + ".json")

@@ -140,7 +140,8 @@ class InceptionExtractor:
             pool, logits = self.model(x_BCHW)
         return InceptionFeatures(pool.cpu().numpy(), self._spatial.cpu().numpy(), logits.cpu().numpy())
 
-    def run(self, batches: Iterable[np.ndarray], total: int | None = None, desc: str = "inception") -> InceptionFeatures:
+    def run(self, batches: Iterable[np.ndarray], total: int | None = None,
+            desc: str = "inception") -> InceptionFeatures:
         from tqdm import tqdm
 
         parts = []
@@ -150,7 +151,8 @@ class InceptionExtractor:
                 bar.update(len(images))
         if not parts:
             raise ValueError("no images to extract features from")
-        return InceptionFeatures(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pool", "spatial", "logits")))
+        fields = ("pool", "spatial", "logits")
+        return InceptionFeatures(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 def iter_chunks(array: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:

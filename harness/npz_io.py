@@ -136,7 +136,8 @@ def open_npz(path: str | os.PathLike) -> ImageSource:
     return source
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray | tuple[tuple[int, ...], np.dtype, Iterable]]) -> Path:
+def write_npz(path: str | os.PathLike,
+              arrays: dict[str, np.ndarray | tuple[tuple[int, ...], np.dtype, Iterable]]) -> Path:
     """Write an uncompressed ``.npz`` atomically (temp file + ``os.replace``); ``np.load`` reads it as usual.
 
     A value is either an array or ``(shape, dtype, chunks)``, where ``chunks`` yields C-ordered row blocks whose

@@ -66,7 +66,8 @@ def _write_sidecar(out: SampleDir, header: dict, protocol: SamplingProtocol, per
                    "per_class_min": int(counts.min()), "per_class_max": int(counts.max())},
         "seeds": {"master_seed": protocol.master_seed,
                   "batch_seed_rule": "g_seed of batch b = SeedSequence(master_seed, spawn_key=(0, b)) -> 63 bits",
-                  "first_batch_seeds": [batch_seed(protocol.master_seed, b) for b in range(min(4, protocol.num_batches))],
+                  "first_batch_seeds": [batch_seed(protocol.master_seed, b)
+                                        for b in range(min(4, protocol.num_batches))],
                   "row_permutation_rule": "np.random.default_rng(SeedSequence(master_seed, spawn_key=(1,)))"
                                           ".permutation(N); row r holds sample sample_index[r]"},
         "rounding": {"rule": protocol.rounding, "definition": ROUNDING_RULES[protocol.rounding]},

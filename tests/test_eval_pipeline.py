@@ -98,7 +98,8 @@ def test_loader_finds_weights_in_the_cache_and_in_torch_hub(weights, tmp_path, m
     monkeypatch.setenv("VARSCALE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("VARSCALE_INCEPTION_WEIGHTS", raising=False)
-    folder = tmp_path / "cache" / "inception" if where == "varscale_cache" else tmp_path / "torch" / "hub" / "checkpoints"
+    folder = (tmp_path / "cache" / "inception" if where == "varscale_cache"
+              else tmp_path / "torch" / "hub" / "checkpoints")
     folder.mkdir(parents=True)
     shutil.copy(weights, folder / inception.WEIGHTS_FILENAME)
     assert inception.find_weights() == folder / inception.WEIGHTS_FILENAME
