@@ -48,8 +48,8 @@ def load_preset_model(name: str, vae_path: str | None = None, var_path: str | No
     if var_path is None:
         if name not in {f"VAR-d{d}" for d in OFFICIAL_VAR_FILES}:
             raise SamplingError(f"{name} has no released checkpoint; pass --var-checkpoint (and --vae-checkpoint)")
-        var_path = resolve_official_file(OFFICIAL_VAR_FILES[spec.depth])
-    vae_path = vae_path or resolve_official_file(VAE_FILE)
+        var_path = resolve_official_file(OFFICIAL_VAR_FILES[spec.depth], offline=True)   # never download here:
+    vae_path = vae_path or resolve_official_file(VAE_FILE, offline=True)               # `varscale assets fetch`
     _, var, provenance = load_vae_var(spec, vae_path, var_path, device)
     info = {"source": "preset", "name": name, "spec": spec.to_dict(),
             "params_total": sum(p.numel() for p in var.parameters()),

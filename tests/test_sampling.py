@@ -144,6 +144,12 @@ def test_preset_with_checkpoint_files_matches_the_run_directory(reference, run_d
         np.testing.assert_array_equal(np.asarray(Image.open(pngs[3])), data["arr_0"][3])
 
 
+def test_released_checkpoint_missing_from_the_cache_names_the_fetch_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VARSCALE_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["sample", "--model", "VAR-d16", "--out", str(tmp_path / "d16.npz"), "--device", "cpu"]) == 1
+    assert "varscale assets fetch --what var-d16" in capsys.readouterr().err
+
+
 def test_bad_settings_are_clear_errors(run_dir, tmp_path, capsys):
     assert main(["sample", "--run", str(run_dir), "--out", str(tmp_path / "a.npz"), "--device", "cpu",
                  "--per-class", "1"]) == 1   # default top-k 900 > this model's 256 codes
