@@ -80,7 +80,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         if not (args.run or args.model):
             raise UsageError("give the model: --run RUN_DIR or --model VAR-d16 (or --merge-only)")
         env, shard, num_shards = _shard_setup(args)
-        device = args.device or str(env.device if env else _default_device())
+        device = str(env.device) if env else (args.device or _default_device())   # a rank uses its own GPU
         var, info = _load(args, device)
         protocol = SamplingProtocol(num_classes=var.num_classes, per_class=args.per_class,
                                     num_samples=args.num_samples, batch_size=args.batch_size, cfg=args.cfg,

@@ -129,8 +129,8 @@ class SampleDir:
         path = self.parts / "protocol.json"
         if path.is_file():
             existing = json.loads(path.read_text())
-            if existing != header:
-                diff = _first_difference(existing, header)
+            if _identity(existing) != _identity(header):
+                diff = _first_difference(_identity(existing), _identity(header))
                 raise SamplingError(f"{self.parts} holds batches of another protocol ({diff}); use another --out "
                                     f"or delete that folder")
             return
@@ -141,6 +141,14 @@ class SampleDir:
         if not path.is_file():
             raise SamplingError(f"{path} not found: nothing was sampled into {self.npz} yet")
         return json.loads(path.read_text())
+
+
+def _identity(node):
+    """The header without file locations: shards may see the same checkpoint under another mount point; the
+    sha256 of every file still has to match."""
+    if isinstance(node, dict):
+        return {k: _identity(v) for k, v in node.items() if k not in ("path", "run_dir")}
+    return node
 
 
 def _first_difference(a, b, prefix: str = "") -> str:

@@ -129,6 +129,12 @@ def test_resume_refuses_a_different_protocol(run_dir, tmp_path):
     protocol = SamplingProtocol(num_classes=10, per_class=2, batch_size=4, top_k=50, cfg=2.0)
     with pytest.raises(SamplingError, match="protocol.cfg: 1.5 there, 2.0 now"):
         SampleDir(out).claim(protocol_header(protocol, SampleDir(out).header()["model"]))
+    moved = SampleDir(out).header()
+    moved["model"]["checkpoints"]["var"]["path"] = "/another/mount/final/model.safetensors"
+    SampleDir(out).claim(moved)   # the same files seen under another mount point: accepted (sha256 decides)
+    moved["model"]["checkpoints"]["var"]["sha256"] = "0" * 64
+    with pytest.raises(SamplingError, match="sha256"):
+        SampleDir(out).claim(moved)
 
 
 def test_preset_with_checkpoint_files_matches_the_run_directory(reference, run_dir, tmp_path):
