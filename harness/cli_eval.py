@@ -68,7 +68,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                      cleanfid_weights_dir=args.cleanfid_weights_dir, kid_seed=args.kid_seed)
     try:
         result = evaluate(cfg)
-    except (SampleFormatError, InceptionWeightsError, FileNotFoundError) as exc:
+    except (SampleFormatError, InceptionWeightsError, FileNotFoundError, ValueError) as exc:
         print(f"varscale eval: error: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else default_output_path(resolve_samples_path(args.samples),
