@@ -38,13 +38,16 @@ class DemoSize:
     grid_per_class: int
     eval_samples_per_class: int
     n_boot: int
+    base_lr: float  # peak lr = base_lr * batch / 256; small models on a few hundred steps want a large one
 
 
 SIZES = {
     "full": DemoSize(train_images=4096, val_images=512, tokenizer_steps=600, depths=(1, 2, 3, 4, 5, 6), steps=300,
-                     eval_every=50, grid_per_class=8, eval_samples_per_class=50, n_boot=1000),
+                     eval_every=50, grid_per_class=8, eval_samples_per_class=50, n_boot=1000,
+                     base_lr=0.02),
     "quick": DemoSize(train_images=256, val_images=64, tokenizer_steps=30, depths=(1, 2, 3), steps=12,
-                      eval_every=6, grid_per_class=2, eval_samples_per_class=4, n_boot=200),
+                      eval_every=6, grid_per_class=2, eval_samples_per_class=4, n_boot=200,
+                      base_lr=0.02),
 }
 
 
@@ -114,6 +117,7 @@ def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Pat
     train["tokenizer"] = {"path": str(tokenizer_path.resolve())}
     train["data"] = {**to_dict(data), "token_cache": str(token_cache.resolve())}
     train["total_steps"] = size.steps
+    train["base_lr"] = size.base_lr
     train["eval_every"] = size.eval_every
     train["eval_images"] = size.val_images
     path = out / "demo-sweep.yaml"
@@ -167,7 +171,7 @@ def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inceptio
                             "--device", "cpu", "--seed", "1", "--out", str(evalset)]) != 0:
         raise SystemExit("sampling the evaluation set failed (see above)")
     ref = write_reference(run_dir.parent.parent / "reference-val.npz", val_images)
-    eval_args = ["eval", str(evalset), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0",
+    eval_args = ["eval", str(evalset), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0", "--fid-method", "gram",
                  "--out", str(run_dir / "eval" / "demo-eval.json")]
     if inception_weights:
         eval_args += ["--inception-weights", inception_weights]
