@@ -61,3 +61,21 @@ def test_training_from_the_cache_equals_training_from_images(tmp_path, tokenizer
     assert len(a) == len(b) == 4
     for ra, rb in zip(a, b):  # synthetic images have no augmentation, so the tokens and the trajectory agree
         assert learning_fields(ra) == learning_fields(rb)
+
+
+def test_cli_writes_synthetic_imagefolder_and_tokenizes_it(tmp_path, tokenizer):
+    from harness_helpers import run_cli
+
+    root = tmp_path / "synth"
+    made = run_cli("data", "synth", "--out", str(root), "--classes", "2", "--train-size", "6", "--val-size", "2")
+    assert made.returncode == 0, made.stderr
+    assert len(list((root / "train").glob("class_*/*.png"))) == 6 and len(list((root / "val").glob("*/*.png"))) == 2
+    cache = tmp_path / "cache"
+    done = run_cli("tokenize", "--tokenizer", str(tokenizer), "--out", str(cache), "--set", "source=imagefolder",
+                   "--set", f"root={root}", "--set", "num_classes=2")
+    assert done.returncode == 0, done.stderr
+    header = read_header(cache)
+    assert header["data"]["source"] == "imagefolder" and header["splits"]["train"]["count"] == 6
+    assert TokenCacheData(cache, "val")[1][0].shape == (30,)
+    wrong = run_cli("tokenize", "--tokenizer", str(tokenizer), "--out", str(tmp_path / "c2"), "--set", "colour=1")
+    assert wrong.returncode == 2 and "unknown option data.colour" in wrong.stderr
