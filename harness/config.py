@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,7 @@ def _coerce(hint: Any, raw: Any, name: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, raw, prefix=name + ".")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if raw is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
