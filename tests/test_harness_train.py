@@ -182,3 +182,19 @@ def test_missing_dataset_directory_fails_the_run_with_a_clear_error(tmp_path, to
         train_run(run)
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "imagenet/train: dataset directory not found" in status["error"]
+
+
+def test_checkpointer_falls_back_to_the_previous_checkpoint(tmp_path):
+    from harness.checkpointer import Checkpointer
+
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save({"step": 1, "w": torch.ones(3)})
+    ckpt.save({"step": 2, "w": torch.zeros(3)})
+    assert ckpt.load()["step"] == 2 and (tmp_path / "checkpoints" / "last.prev.pt").exists()
+    ckpt.last_path.write_bytes(ckpt.last_path.read_bytes()[:100])  # a torn file
+    with pytest.warns(UserWarning, match="last.pt is unreadable"):
+        assert ckpt.load()["step"] == 1
+    ckpt.last_path.unlink()  # a crash between the two renames leaves only last.prev.pt
+    assert ckpt.load()["step"] == 1
+    assert Checkpointer(tmp_path, is_writer=False).save({"step": 3}) is None
+    assert not list((tmp_path / "checkpoints").glob(".*tmp"))
