@@ -33,6 +33,9 @@ def register_sample(subparsers) -> None:
     p.add_argument("--rounding", choices=("round", "trunc"), default="round")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--cpu-threads", type=int, default=1,
+                   help="torch threads when sampling on CPU; part of the protocol, since the decoder's float sums "
+                        "depend on it (default 1)")
     p.add_argument("--shard", type=int, help="this shard's index (default: RANK under torchrun, else 0)")
     p.add_argument("--num-shards", type=int, help="number of shards (default: WORLD_SIZE under torchrun, else 1)")
     p.add_argument("--png", action="store_true", help="also write <out>_png/{row:06d}.png in row order")
@@ -86,7 +89,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                                     num_samples=args.num_samples, batch_size=args.batch_size, cfg=args.cfg,
                                     top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
                                     master_seed=args.seed, rounding=args.rounding, precision=args.precision,
-                                    device_type=_device_type(device))
+                                    device_type=_device_type(device), cpu_threads=args.cpu_threads)
         from harness.sample_model import make_generate
 
         generate = make_generate(var, protocol, device)

@@ -71,11 +71,19 @@ def make_generate(var, protocol: SamplingProtocol, device: str):
     if autocast_dtype is not None and torch.device(device).type != "cuda":
         raise SamplingError(f"precision {protocol.precision} needs a CUDA device; use fp32 on {device}")
 
+    on_cpu = torch.device(device).type == "cpu"
+
     def generate(batch: int, labels: np.ndarray, g_seed: int):
         label_B = torch.as_tensor(labels, dtype=torch.long, device=device)
-        with torch.no_grad(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            return var.autoregressive_infer_cfg(batch, label_B, g_seed=g_seed, cfg=protocol.cfg,
-                                                top_k=protocol.top_k, top_p=protocol.top_p,
-                                                more_smooth=protocol.more_smooth).float()
+        threads = torch.get_num_threads()
+        if on_cpu:
+            torch.set_num_threads(protocol.cpu_threads)
+        try:
+            with torch.no_grad(), torch.autocast("cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                return var.autoregressive_infer_cfg(batch, label_B, g_seed=g_seed, cfg=protocol.cfg,
+                                                    top_k=protocol.top_k, top_p=protocol.top_p,
+                                                    more_smooth=protocol.more_smooth).float()
+        finally:
+            torch.set_num_threads(threads)
 
     return generate

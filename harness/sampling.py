@@ -53,6 +53,8 @@ class SamplingProtocol:
     rounding: str = "round"
     precision: str = "fp32"            # fp32 | bf16 | fp16 (autocast, CUDA only)
     device_type: str = "cpu"           # the generator's device type: CPU and CUDA draw different numbers
+    cpu_threads: int = 1               # on CPU the decoder's sums depend on the thread count: pinned, so that
+                                       # shards, jobs and a one-process run give the same bytes
 
     def __post_init__(self) -> None:
         if self.num_samples is None:
@@ -61,7 +63,7 @@ class SamplingProtocol:
             raise SamplingError(f"rounding {self.rounding!r} unknown; expected one of {', '.join(ROUNDING_RULES)}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise SamplingError(f"precision {self.precision!r} unknown; expected fp32, bf16 or fp16")
-        for name in ("num_classes", "num_samples", "batch_size"):
+        for name in ("num_classes", "num_samples", "batch_size", "cpu_threads"):
             if getattr(self, name) <= 0:
                 raise SamplingError(f"{name} must be positive, got {getattr(self, name)}")
 
