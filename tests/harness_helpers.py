@@ -12,7 +12,8 @@ import torch
 # 32x32 images, 4 scales (L = 30), 64 codes: the smallest VQVAE the architecture allows (GroupNorm(32) needs ch=32)
 TINY_VQVAE = {"vocab_size": 64, "z_channels": 8, "ch": 32, "ch_mult": [1, 2, 2, 4], "v_patch_nums": [1, 2, 3, 4],
               "share_quant_resi": 4}
-VARSCALE = str(Path(sys.executable).parent / "varscale")
+# the `varscale` entry point, run by this interpreter (works without the console script on PATH)
+VARSCALE = [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())"]
 
 
 def make_tokenizer(path: Path, seed: int = 0) -> Path:
@@ -57,7 +58,7 @@ def subprocess_env(**extra: str) -> dict:
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([VARSCALE, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([*VARSCALE, *args], capture_output=True, text=True, timeout=timeout,
                           env=env or subprocess_env())
 
 

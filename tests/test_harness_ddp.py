@@ -33,7 +33,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for rank in range(2):
         env = subprocess_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                              MASTER_PORT=port)
-        procs.append(subprocess.Popen([VARSCALE, "train", "--run-dir", str(double)], env=env,
+        procs.append(subprocess.Popen([*VARSCALE, "train", "--run-dir", str(double)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     for proc in procs:

@@ -78,11 +78,11 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tokenizer):
     config = tiny_run_config(tokenizer, total_steps=60, eval_every=10, checkpoint_every_steps=5)
     reference = write_run(tmp_path / "reference", config)
     killed = write_run(tmp_path / "killed", config)
-    done = subprocess.run([VARSCALE, "train", "--run-dir", str(reference)], env=subprocess_env(),
+    done = subprocess.run([*VARSCALE, "train", "--run-dir", str(reference)], env=subprocess_env(),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
 
-    proc = subprocess.Popen([VARSCALE, "train", "--run-dir", str(killed)], env=subprocess_env(),
+    proc = subprocess.Popen([*VARSCALE, "train", "--run-dir", str(killed)], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     status = {}
@@ -99,7 +99,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tokenizer):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert 15 <= status["step"] < 60 and status["state"] == "running"
 
-    again = subprocess.run([VARSCALE, "train", "--run-dir", str(killed)], env=subprocess_env(),
+    again = subprocess.run([*VARSCALE, "train", "--run-dir", str(killed)], env=subprocess_env(),
                            capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
     ref_records, resumed = records(reference), records(killed)
