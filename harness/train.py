@@ -86,6 +86,8 @@ class _Run:
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
         cfg, env = self.cfg, self.env
+        if self.device.type == "cuda":  # the official default (tf32=True)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.vae, tokenizer = load_tokenizer(cfg.tokenizer, self.device)
         self.cfg = cfg = dataclasses.replace(cfg, tokenizer=tokenizer)
