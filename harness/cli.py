@@ -61,4 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m harness.cli` runs this file as __main__; the subcommands raise harness.cli.UsageError, a class of
+    # the imported module, so dispatch through that module
+    from harness.cli import main as _main
+
+    sys.exit(_main())
