@@ -42,12 +42,12 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(train_images=4096, val_images=512, tokenizer_steps=600, depths=(1, 2, 3, 4, 5, 6), steps=300,
+    "full": DemoSize(train_images=4096, val_images=512, tokenizer_steps=300, depths=(1, 2, 3, 4, 5), steps=400,
                      eval_every=50, grid_per_class=8, eval_samples_per_class=50, n_boot=1000,
-                     base_lr=0.02),
+                     base_lr=0.06),
     "quick": DemoSize(train_images=256, val_images=64, tokenizer_steps=30, depths=(1, 2, 3), steps=12,
                       eval_every=6, grid_per_class=2, eval_samples_per_class=4, n_boot=200,
-                      base_lr=0.02),
+                      base_lr=0.06),
 }
 
 
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                                            "figures, samples, report (resumes when run again)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working directory (default: runs/demo)")
     p.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full (make demo, ~10 min on 2 cores) or quick (a minute; the test's settings)")
+                   help="full (make demo, about 4 min on 2 cores) or quick (under a minute; the settings of its test)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="run the sweep here (default) or on the SLURM cluster that answers to sinfo")
     p.add_argument("--inception-weights", help="Inception weights for the sample evaluation (default: cache)")
@@ -77,8 +77,8 @@ def ensure_tokenizer(out: Path, size: DemoSize):
 
     data = DataConfig(source="synthetic", resolution=32, num_classes=10, synthetic_train_size=size.train_images,
                       synthetic_val_size=size.val_images)
-    cfg = TokenizerTrainConfig(data=data, total_steps=size.tokenizer_steps, batch_size=32,
-                               log_every=max(1, size.tokenizer_steps // 6))
+    cfg = TokenizerTrainConfig(data=data, total_steps=size.tokenizer_steps, batch_size=16, lr=1e-3,
+                               ae_warmup_frac=0.25, log_every=max(1, size.tokenizer_steps // 6))
     folder = out / f"tokenizer-{config_hash(to_dict(cfg))}"
     if (folder / "summary.json").is_file() and (folder / "tokenizer.safetensors").is_file():
         summary = load_json(folder / "summary.json")
@@ -230,7 +230,10 @@ def cmd_demo(args) -> int:
     from sweeps.collect import collect_table, write_table
     from sweeps.state import SweepState
 
-    torch.set_num_threads(1)  # the sweep runs one process per core; keep the in-process steps to one core too
+    import os
+
+    # the tokenizer and the encode run alone and may use every core; the sweep then runs one process per core
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     size = SIZES[args.size]
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
