@@ -17,6 +17,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from models.checkpoint import sha256_file  # noqa: F401  (re-exported for the evaluation modules)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
@@ -228,14 +230,6 @@ def open_images(path: str | os.PathLike) -> ImageSource:
 
 
 # -------------------------------------------------------------------------------------------------- hashing
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        while block := fp.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def sha256_source(source: ImageSource) -> str:
     """The file's sha256, or for a folder the sha256 over (relative name, file sha256) of every image."""

@@ -6,7 +6,6 @@ files carry no kwargs; for those the config's ``tokenizer.kwargs`` must be given
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,19 +13,13 @@ from typing import Any
 
 import torch
 
+from models.checkpoint import sha256_file
+
 from .config import ConfigError, TokenizerRef
 
 # kwargs of VQVAE that change its behaviour or shapes; a tokenizer file records all of them
 KWARG_NAMES = ("vocab_size", "z_channels", "ch", "ch_mult", "share_quant_resi", "v_patch_nums", "beta",
                "using_znorm", "quant_conv_ks", "quant_resi", "default_qresi_counts", "dropout")
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vqvae_kwargs_of(vae) -> dict[str, Any]:
@@ -59,7 +52,7 @@ def save_tokenizer(vae, path: Path, extra_metadata: dict[str, Any] | None = None
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -83,7 +76,7 @@ def load_tokenizer(ref: TokenizerRef, device: str | torch.device = "cpu"):
     from models import VQVAE
 
     path = Path(ref.path)
-    sha = file_sha256(path) if path.is_file() else None
+    sha = sha256_file(path) if path.is_file() else None
     if ref.sha256 and sha != ref.sha256:
         raise ConfigError(f"tokenizer {path} has sha256 {sha}, but the config expects {ref.sha256}")
     state, file_kwargs = read_state_and_kwargs(path)
