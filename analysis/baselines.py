@@ -132,7 +132,8 @@ def _scatter_families(ax, table: pd.DataFrame, x: str) -> None:
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("FID, lower is better (published: 50K samples)")
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    if ax.get_legend_handles_labels()[0]:  # nothing to list when no result exists at this resolution
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def figure_fid_vs_params(table: pd.DataFrame) -> plt.Figure:
