@@ -80,7 +80,7 @@ def _usage_errors(func):
 
 @_usage_errors
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, TrainConfig, from_dict, save_json, to_dict
+    from .config import ConfigError, TrainConfig, first_difference, from_dict, save_json, to_dict
     from .train import DERIVED_BLOCKS, read_run_config, train_run
 
     config_path = args.run_dir / "config.json"
@@ -91,7 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             wanted = _absolute_paths(from_dict(TrainConfig, {**to_dict(existing), **_merge(to_dict(existing), args)}))
             wanted.validate()
             if to_dict(wanted) != to_dict(existing):
-                diff = _first_difference(to_dict(existing), to_dict(wanted))
+                diff = first_difference(to_dict(existing), to_dict(wanted), wanted_word="asked")
                 raise ConfigError(f"{config_path} already holds a different config ({diff}); use a new --run-dir "
                                   f"or run without --config/--set to resume")
     else:
@@ -141,17 +141,6 @@ def _merge(base: dict, args: argparse.Namespace) -> dict:
     for assignment in args.overrides:
         parse_override(merged, assignment)
     return {k: v for k, v in merged.items() if k not in ("model", "protocol")}
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            found = _first_difference(a[key], b[key], f"{prefix}{key}.")
-            if found:
-                return found
-        elif a.get(key) != b.get(key):
-            return f"{prefix}{key}: {a.get(key)!r} there, {b.get(key)!r} asked"
-    return ""
 
 
 @_usage_errors

@@ -277,6 +277,19 @@ def parse_override(config_dict: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def first_difference(there: Any, wanted: Any, wanted_word: str = "now", prefix: str = "") -> str:
+    """The first place (dotted key, in sorted key order) where two JSON trees differ, as
+    ``"a.b: 1 there, 2 <wanted_word>"``; ``""`` when they are equal. Used to say why a stored config refuses a resume."""
+    if isinstance(there, dict) and isinstance(wanted, dict):
+        for key in sorted(set(there) | set(wanted)):
+            if there.get(key) != wanted.get(key):
+                return first_difference(there.get(key), wanted.get(key), wanted_word, f"{prefix}{key}.")
+        return ""
+    if there == wanted:
+        return ""
+    return f"{prefix.rstrip('.')}: {there!r} there, {wanted!r} {wanted_word}"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,7 @@ class SampleDir:
 
     def claim(self, header: dict) -> None:
         """Write ``protocol.json`` or check that an existing one is the same protocol (resume safety)."""
-        from harness.config import save_json
+        from harness.config import first_difference, save_json
 
         header = json.loads(json.dumps(header))   # as it will read back (tuples become lists)
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ class SampleDir:
         if path.is_file():
             existing = json.loads(path.read_text())
             if _identity(existing) != _identity(header):
-                diff = _first_difference(_identity(existing), _identity(header))
+                diff = first_difference(_identity(existing), _identity(header))
                 raise SamplingError(f"{self.parts} holds batches of another protocol ({diff}); use another --out "
                                     f"or delete that folder")
             return
@@ -151,14 +151,6 @@ def _identity(node):
     if isinstance(node, dict):
         return {k: _identity(v) for k, v in node.items() if k not in ("path", "run_dir")}
     return node
-
-
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
 
 
 def protocol_header(protocol: SamplingProtocol, model: dict) -> dict:
