@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cleanfid_backend, inception
+from harness.config import atomic_write_text
 
 ADM_BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 
@@ -92,10 +93,7 @@ def _record(root: Path, asset: Asset, path: Path, sha256: str) -> None:
     manifest[asset.name] = {"path": str(path), "sha256": sha256, "bytes": path.stat().st_size,
                             "source": asset.url or f"hf://FoundationVision/var/{asset.hf_filename}",
                             "fetched": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path(root).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, manifest_path(root))
+    atomic_write_text(manifest_path(root), json.dumps(manifest, indent=1) + "\n")
 
 
 def _check_hash(asset: Asset, sha256: str, where: str) -> None:

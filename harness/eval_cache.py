@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from harness.config import atomic_write_text
 from harness.inception import InceptionExtractor, InceptionFeatures, varscale_cache_dir
 from harness.npz_io import ImageSource, sha256_source, write_npz
 
@@ -40,10 +40,7 @@ def load_features(cache_dir: Path, key: str) -> InceptionFeatures | None:
 def save_features(cache_dir: Path, key: str, features: InceptionFeatures, meta: dict) -> Path:
     path = Path(cache_dir) / f"{key}.npz"
     write_npz(path, {"pool": features.pool, "spatial": features.spatial, "logits": features.logits})
-    meta_path = path.with_suffix(".json")
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     return path
 
 
