@@ -53,14 +53,15 @@ def find_weights_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 class CleanFidExtractor:
     def __init__(self, mode: str, weights_dir: str | os.PathLike | None = None, device: str | None = None):
-        import torch
         from cleanfid.inception_torchscript import InceptionV3W
         from cleanfid.resize import build_resizer
+
+        from harness.distributed import default_device
 
         if mode not in MODES:
             raise ValueError(f"clean-fid mode {mode!r} not supported; expected one of {MODES}")
         self.mode = mode
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self.weights_dir = find_weights_dir(weights_dir)
         self.weights_path = self.weights_dir / WEIGHTS_FILENAME
         with warnings.catch_warnings():

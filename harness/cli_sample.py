@@ -83,7 +83,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         if not (args.run or args.model):
             raise UsageError("give the model: --run RUN_DIR or --model VAR-d16 (or --merge-only)")
         env, shard, num_shards = _shard_setup(args)
-        device = str(env.device) if env else (args.device or _default_device())   # a rank uses its own GPU
+        from harness.distributed import default_device
+
+        device = str(env.device) if env else (args.device or default_device())   # a rank uses its own GPU
         var, info = _load(args, device)
         protocol = SamplingProtocol(num_classes=var.num_classes, per_class=args.per_class,
                                     num_samples=args.num_samples, batch_size=args.batch_size, cfg=args.cfg,
@@ -129,12 +131,6 @@ def _shard_setup(args):
         env = init_from_env((args.device or "auto").split(":")[0])   # the rank picks its own cuda:LOCAL_RANK
         return env, env.rank, env.world_size
     return None, 0, 1
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _device_type(device: str) -> str:

@@ -40,6 +40,11 @@ def _export_slurm_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def default_device() -> str:
+    """The device a command uses when --device is not given: 'cuda' when a GPU is visible, else 'cpu'."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")

@@ -120,9 +120,9 @@ class InceptionExtractor:
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None,
                  dtype: str = "float32"):
-        import torch
+        from harness.distributed import default_device
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self.model, self.weights_path = load_inception(weights, self.device, dtype)
         self._spatial = None
         self.model.get_submodule(SPATIAL_MODULE).register_forward_hook(self._keep_spatial)
