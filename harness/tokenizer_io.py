@@ -1,4 +1,5 @@
-"""Saving and loading tokenizer (VQVAE) files together with the constructor kwargs that rebuild them.
+"""Saving and loading tokenizer (VQVAE) files together with the constructor kwargs that rebuild them, and the
+atomic safetensors writer that the exported VAR weights share.
 
 Our tokenizer files are official-format state dicts in safetensors with the kwargs in the file's metadata
 (``vqvae_kwargs``, JSON), so a run directory needs nothing but the path to rebuild its tokenizer. Official ``.pth``
@@ -41,18 +42,25 @@ def _quant_resi_of(phi) -> float:
 
 def save_tokenizer(vae, path: Path, extra_metadata: dict[str, Any] | None = None) -> str:
     """Write the VQVAE state dict + kwargs atomically; returns the file's sha256."""
+    path = Path(path)
+    metadata = {"vqvae_kwargs": json.dumps(vqvae_kwargs_of(vae)), "format": "varscale-vqvae/1"}
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = json.dumps(value)
+    save_state_dict_file(vae, path, metadata)
+    return sha256_file(path)
+
+
+def save_state_dict_file(module: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """``module``'s state dict (official key names, CPU tensors) as safetensors, written atomically: a reader never
+    sees half a file, and a crash leaves the previous one."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"vqvae_kwargs": json.dumps(vqvae_kwargs_of(vae)), "format": "varscale-vqvae/1"}
-    for key, value in (extra_metadata or {}).items():
-        metadata[key] = json.dumps(value)
-    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, path)
-    return sha256_file(path)
 
 
 def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -7,7 +7,6 @@ uninterrupted one (same data order, RNG states, optimizer state). Files follow d
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from .data import GlobalBatchSampler, build_image_datasets, collate
 from .distributed import DistEnv, broadcast_object, gather_objects, init_from_env, shutdown
 from .model_setup import build_var, model_block, protocol_block
 from .token_cache import TokenCacheData, check_compatible, read_header
-from .tokenizer_io import load_tokenizer
+from .tokenizer_io import load_tokenizer, save_state_dict_file
 from .train_metrics import MetricsLog, ScaleStats, peak_flops_per_device, write_status
 from .trainer import NonFiniteLossError, Trainer
 
@@ -264,14 +263,8 @@ class _Run:
             return
         import json
 
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.var.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(state, str(tmp), metadata={"model": json.dumps(self.model_info),
-                                             "tokenizer": json.dumps(to_dict(self.cfg.tokenizer))})
-        os.replace(tmp, path)
+        save_state_dict_file(self.var, path, {"model": json.dumps(self.model_info),
+                                              "tokenizer": json.dumps(to_dict(self.cfg.tokenizer))})
 
     def _result(self, state: str) -> dict[str, Any]:
         records = MetricsLog(self.run_dir, is_writer=False).read()
