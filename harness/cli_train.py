@@ -118,12 +118,12 @@ def _absolute_paths(cfg):
     """Paths given on the command line are relative to the caller's directory; the run must not depend on it."""
     import os
 
-    data = cfg.data
-    for name in ("root", "token_cache"):
-        if getattr(data, name):
-            setattr(data, name, os.path.abspath(getattr(data, name)))
-    if cfg.tokenizer.path:
-        cfg.tokenizer.path = os.path.abspath(cfg.tokenizer.path)
+    from .config import PATH_OPTIONS
+
+    for group, name in PATH_OPTIONS:
+        options = getattr(cfg, group)
+        if getattr(options, name):
+            setattr(options, name, os.path.abspath(getattr(options, name)))
     return cfg
 
 

@@ -22,6 +22,9 @@ DATA_SOURCES = ("synthetic", "imagefolder")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("lin0",)
+# TrainConfig options naming files or folders, as (group, option): they are stored absolute, so that a run means
+# the same files wherever its job starts.
+PATH_OPTIONS = (("data", "root"), ("data", "token_cache"), ("tokenizer", "path"))
 
 
 class ConfigError(ValueError):

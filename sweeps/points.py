@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, DataConfig, TrainConfig, from_dict, to_dict
+from harness.config import PATH_OPTIONS, ConfigError, DataConfig, TrainConfig, from_dict, to_dict
 from sweeps.resources import Resources, SpecError
 from sweeps.spec import AXIS_ALIASES, LENGTH_AXES, NAMED_AXES, SweepSpec, override_matches
 
@@ -142,8 +142,8 @@ def _resolve_length(train: dict[str, Any], spec: SweepSpec, where: str) -> None:
 
 def _absolute_paths(train: dict[str, Any]) -> None:
     # jobs may start in another directory; a config.json must mean the same files wherever it is read
-    data, tok = train.get("data") or {}, train.get("tokenizer") or {}
-    for tree, key in ((data, "root"), (data, "token_cache"), (tok, "path")):
+    for group, key in PATH_OPTIONS:
+        tree = train.get(group) or {}
         if isinstance(tree.get(key), str) and tree[key]:
             tree[key] = str(Path(tree[key]).expanduser().absolute())
 
