@@ -211,15 +211,19 @@ def open_image_folder(path: str | os.PathLike) -> ImageSource:
 
 def write_png_folder(folder: str | os.PathLike, images_NHWC: np.ndarray, first_index: int = 0) -> None:
     """``{index:06d}.png``, so that sorted file order equals row order."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for offset, image in enumerate(images_NHWC):
-        target = folder / f"{first_index + offset:06d}.png"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # two merging shards must not collide
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, target)
+        save_png(image, folder / f"{first_index + offset:06d}.png")
+
+
+def save_png(image_HWC: np.ndarray, target: Path) -> None:
+    """One uint8 RGB image as a PNG, written atomically (a reader never opens half a file)."""
+    from PIL import Image
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # two writing processes must not collide
+    Image.fromarray(image_HWC).save(tmp, format="PNG")
+    os.replace(tmp, target)
 
 
 def open_images(path: str | os.PathLike) -> ImageSource:

@@ -160,8 +160,9 @@ def write_imagefolder(out_dir: Path, num_classes: int, train_size: int, val_size
     ``image_size`` defaults to ``round(1.125 * resolution)`` so that the official loader's resize is a no-op and
     its crop sees the whole generated picture minus a margin.
     """
-    from PIL import Image
     from tqdm import tqdm
+
+    from harness.npz_io import save_png
 
     out_dir = Path(out_dir)
     image_size = image_size or round(1.125 * resolution)
@@ -173,9 +174,7 @@ def write_imagefolder(out_dir: Path, num_classes: int, train_size: int, val_size
         for index in range(size):
             img, label = generate_image(seed, split, index, image_size, num_classes)
             path = out_dir / split / f"class_{label:03d}" / f"{index:06d}.png"
-            tmp = path.with_name(path.name + ".tmp")
-            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(tmp, format="PNG")
-            tmp.replace(path)
+            save_png(np.round(img * 255).astype(np.uint8), path)
             bar.update(1)
     bar.close()
     return out_dir
