@@ -15,12 +15,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cleanfid_backend, inception
-from harness.config import atomic_write_text
+from harness.config import atomic_target, atomic_write_text
 
 ADM_BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 
@@ -122,11 +121,9 @@ def _download(url: str, target: Path, asset: Asset) -> str:
 
     from tqdm import tqdm
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    with atomic_target(target, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=asset.name, disable=None) as bar:
                 while block := response.read(1 << 20):
@@ -134,12 +131,8 @@ def _download(url: str, target: Path, asset: Asset) -> str:
                     digest.update(block)
                     bar.update(len(block))
         sha256 = digest.hexdigest()
-        _check_hash(asset, sha256, url)
-        os.replace(tmp, target)
-        return sha256
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _check_hash(asset, sha256, url)   # raising here keeps the target as it was
+    return sha256
 
 
 def fetch(asset: Asset, root: Path, force: bool = False) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,22 +144,17 @@ def write_npz(path: str | os.PathLike,
     A value is either an array or ``(shape, dtype, chunks)``, where ``chunks`` yields C-ordered row blocks whose
     concatenation has that shape: this streams a 10 GB ``arr_0`` through bounded memory.
     """
+    from harness.config import atomic_target
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key, value in arrays.items():
-                with zf.open(key + ".npy", "w", force_zip64=True) as out:
-                    if isinstance(value, tuple):
-                        _write_streamed(out, path, key, *value)
-                    else:
-                        np.lib.format.write_array(out, np.ascontiguousarray(value), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_target(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
+                                                     allowZip64=True) as zf:
+        for key, value in arrays.items():
+            with zf.open(key + ".npy", "w", force_zip64=True) as out:
+                if isinstance(value, tuple):
+                    _write_streamed(out, path, key, *value)
+                else:
+                    np.lib.format.write_array(out, np.ascontiguousarray(value), allow_pickle=False)
     return path
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -113,14 +112,10 @@ class SampleDir:
         return {b for b in range(num_batches) if self.batch_path(b).is_file()}
 
     def write_batch(self, b: int, images_NHWC: np.ndarray) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.parts, prefix=f".batch_{b:06d}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, images_NHWC)
-            os.replace(tmp, self.batch_path(b))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from harness.config import atomic_target
+
+        with atomic_target(self.batch_path(b)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, images_NHWC)
 
     def claim(self, header: dict) -> None:
         """Write ``protocol.json`` or check that an existing one is the same protocol (resume safety)."""
