@@ -11,7 +11,6 @@ against it. The VAR checkpoints go through ``models.checkpoint`` into the Huggin
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cleanfid_backend, inception
-from harness.config import atomic_target, atomic_write_text
+from harness.config import atomic_target, atomic_write_text, utc_now_iso
 
 ADM_BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 
@@ -91,7 +90,7 @@ def _record(root: Path, asset: Asset, path: Path, sha256: str) -> None:
     manifest = read_manifest(root)
     manifest[asset.name] = {"path": str(path), "sha256": sha256, "bytes": path.stat().st_size,
                             "source": asset.url or f"hf://FoundationVision/var/{asset.hf_filename}",
-                            "fetched": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                            "fetched": utc_now_iso()}
     atomic_write_text(manifest_path(root), json.dumps(manifest, indent=1) + "\n")
 
 

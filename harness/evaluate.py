@@ -13,7 +13,6 @@ every metric, the protocol, library versions and the sha256 of the weights and o
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import metrics_fid as mf
+from harness.config import utc_now_iso
 from harness.npz_io import ImageSource, SampleFormatError, open_images, sha256_file, sha256_source
 
 PROTOCOL_SAMPLES = 50_000
@@ -186,7 +186,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "versions": library_versions(),
         "device": str(extractor.device),
         "wall_time_s": round(time.time() - started, 3),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now_iso(),
     }
 
 

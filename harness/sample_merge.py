@@ -1,11 +1,11 @@
 """Assemble the batches of ``varscale sample`` into the ADM ``.npz`` (rows permuted) and its JSON sidecar."""
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
 
+from harness.config import utc_now_iso
 from harness.npz_io import sha256_file, write_npz, write_png_folder
 from harness.sampling import (ROUNDING_RULES, SampleDir, SamplingError, SamplingProtocol, batch_seed,
                               class_labels, row_permutation)
@@ -75,5 +75,5 @@ def _write_sidecar(out: SampleDir, header: dict, protocol: SamplingProtocol, per
                  "sample_index": "int64: the sample number (batch = index // batch_size) of each row"},
         "png_folder": str(out.png.resolve()) if png else None,
         "versions": library_versions(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now_iso(),
     })

@@ -14,7 +14,6 @@ for both splits, so training from a cache has no random-crop augmentation; the h
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig, TokenizerRef, load_json, save_json, to_dict
+from .config import ConfigError, DataConfig, TokenizerRef, load_json, save_json, to_dict, utc_now_iso
 
 FORMAT = "varscale-token-cache/1"
 VIEW = "centre crop of round(1.125*reso) Lanczos resize (the val transform) for both splits; no augmentation"
@@ -77,7 +76,7 @@ def encode_dataset(vae, tokenizer: TokenizerRef, data_cfg: DataConfig, out_dir: 
         "format": FORMAT, "data": to_dict(source_cfg), "tokenizer": to_dict(tokenizer), "patch_nums": patch_nums,
         "L": L, "vocab_size": vae.vocab_size, "dtype": np.dtype(dtype).name, "view": VIEW, "splits": splits,
         "unreadable_images": unreadable_total,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now_iso(),
     }
     save_json(out_dir / "header.json", header)
     return out_dir

@@ -6,7 +6,6 @@ as the official loss), loss_last the mean over the last scale's tokens, err = 1 
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import save_json
+from .config import save_json, utc_now_iso
 
 # dense bf16 peak FLOP/s per device, for MFU when the config gives none (vendor data sheets, SXM parts)
 KNOWN_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
@@ -124,4 +123,4 @@ def write_status(run_dir: Path, state: str, step: int, total_steps: int, error: 
                  **extra: Any) -> None:
     save_json(Path(run_dir) / "status.json", {
         "state": state, "step": step, "total_steps": total_steps, "error": error,
-        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra})
+        "updated": utc_now_iso(), **extra})

@@ -24,9 +24,8 @@ from typing import Any, Callable
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from harness.config import save_json
+from harness.config import save_json, utc_now_iso
 from harness.control import TrainControl
-from sweeps.state import now_iso
 
 
 
@@ -56,7 +55,7 @@ def mark_failed(run_dir: Path, error: str) -> None:
     status = read_status(run_dir) or {}
     if status.get("state") == "failed" and status.get("error"):
         return
-    status.update(state="failed", error=error, updated=now_iso())
+    status.update(state="failed", error=error, updated=utc_now_iso())
     status.setdefault("step", 0)
     status.setdefault("total_steps", None)
     save_json(Path(run_dir) / "status.json", status)

@@ -8,20 +8,15 @@ asked from SLURM accounting (or the local process table) each time.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.config import atomic_write_text
+from harness.config import atomic_write_text, utc_now_iso
 
 STATE_FILE = "state.json"
 JOBS_DIR = "jobs"  # submitit's folder: pickles and logs of every job of the sweep
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class SweepState:
@@ -55,7 +50,7 @@ class SweepState:
         return cls(sweep_dir, data)
 
     def save(self) -> None:
-        self.data["updated"] = now_iso()
+        self.data["updated"] = utc_now_iso()
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def record(self, point_id: str) -> dict[str, Any]:
@@ -70,7 +65,7 @@ class SweepState:
         if rec.get("job_id"):
             rec.setdefault("previous_job_ids", []).append(rec["job_id"])
         rec.update(executor=executor, job_id=job_id, log=str(stdout), err_log=str(stderr),
-                   submitted_at=now_iso(), cancelled=False, interrupted=False)
+                   submitted_at=utc_now_iso(), cancelled=False, interrupted=False)
 
 
 @contextlib.contextmanager
