@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cleanfid_backend, inception
-from harness.config import atomic_target, atomic_write_text, utc_now_iso
+from harness.files import atomic_target, atomic_write_text, utc_now_iso
 
 ADM_BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 

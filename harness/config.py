@@ -6,18 +6,17 @@ was expected.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from harness.files import atomic_write_text, save_json  # noqa: F401  (re-exported: their home before files.py)
 
 # Allowed values of the string options; validated in ``validate``.
 DATA_SOURCES = ("synthetic", "imagefolder")
@@ -293,40 +292,6 @@ def first_difference(there: Any, wanted: Any, wanted_word: str = "now", prefix: 
     if there == wanted:
         return ""
     return f"{prefix.rstrip('.')}: {there!r} there, {wanted!r} {wanted_word}"
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary file beside ``path`` for the block to write; it replaces ``path`` when the block ends without
-    error and is removed otherwise, so a reader sees the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_target(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-
-
-def utc_now_iso() -> str:
-    """The time stamp stored with results and states: UTC, to the second, ISO 8601."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def save_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def load_json(path: Path) -> Any:

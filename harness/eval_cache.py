@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import atomic_write_text
+from harness.files import atomic_write_text
 from harness.inception import InceptionExtractor, InceptionFeatures, varscale_cache_dir
 from harness.npz_io import ImageSource, sha256_source, write_npz
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import metrics_fid as mf
-from harness.config import utc_now_iso
+from harness.files import utc_now_iso
 from harness.npz_io import ImageSource, SampleFormatError, open_images, sha256_file, sha256_source
 
 PROTOCOL_SAMPLES = 50_000

@@ -144,7 +144,7 @@ def write_npz(path: str | os.PathLike,
     A value is either an array or ``(shape, dtype, chunks)``, where ``chunks`` yields C-ordered row blocks whose
     concatenation has that shape: this streams a 10 GB ``arr_0`` through bounded memory.
     """
-    from harness.config import atomic_target
+    from harness.files import atomic_target
 
     path = Path(path)
     with atomic_target(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,

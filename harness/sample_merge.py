@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.config import utc_now_iso
+from harness.files import utc_now_iso
 from harness.npz_io import sha256_file, write_npz, write_png_folder
 from harness.sampling import (ROUNDING_RULES, SampleDir, SamplingError, SamplingProtocol, batch_seed,
                               class_labels, row_permutation)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig, TokenizerRef, load_json, save_json, to_dict, utc_now_iso
+from .config import ConfigError, DataConfig, TokenizerRef, load_json, to_dict
+from .files import save_json, utc_now_iso
 
 FORMAT = "varscale-token-cache/1"
 VIEW = "centre crop of round(1.125*reso) Lanczos resize (the val transform) for both splits; no augmentation"

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from harness.config import save_json, utc_now_iso
 from harness.control import TrainControl
+from harness.files import save_json, utc_now_iso
 
 
 
