@@ -134,7 +134,7 @@ def load_vae_var(spec, vae_path: str | Path, var_path: str | Path, device: str |
 
     vae_state, var_state = load_state_dict_file(vae_path), load_state_dict_file(var_path)
     vae, var = build(spec, device="meta")  # no memory until the weights are assigned
-    load_strict(vae, _fit_hit_buffer(vae, vae_state), source=str(vae_path), assign=True)
+    load_strict(vae, vae_state, source=str(vae_path), assign=True)
     load_strict(var, var_state, source=str(var_path), assign=True)
     provenance = {"vae": {"path": str(vae_path), "sha256": sha256_file(vae_path)},
                   "var": {"path": str(var_path), "sha256": sha256_file(var_path)}}
@@ -152,11 +152,3 @@ def load_official(depth: int, device: str | torch.device = "cpu", cache_dir: str
     vae_path = Path(vae_path) if vae_path else resolve_official_file(VAE_FILE, cache_dir, offline)
     var_path = Path(var_path) if var_path else resolve_official_file(OFFICIAL_VAR_FILES[depth], cache_dir, offline)
     return load_vae_var(var_spec(f"VAR-d{depth}"), vae_path, var_path, device)
-
-
-def _fit_hit_buffer(vae, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    key = "quantize.ema_vocab_hit_SV"
-    if key in state and state[key].shape != vae.quantize.ema_vocab_hit_SV.shape:
-        state = dict(state)
-        state[key] = torch.zeros(vae.quantize.ema_vocab_hit_SV.shape)
-    return state

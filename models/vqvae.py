@@ -109,7 +109,9 @@ class VQVAE(nn.Module):
         # The hit statistics have one row per scale; a checkpoint trained on another schedule still loads
         # (the same rule as the official override): keep this model's own zero buffer instead.
         key = "quantize.ema_vocab_hit_SV"
-        if key in state_dict and state_dict[key].shape[0] != self.quantize.ema_vocab_hit_SV.shape[0]:
+        own = self.quantize.ema_vocab_hit_SV
+        if key in state_dict and state_dict[key].shape[0] != own.shape[0]:
             state_dict = dict(state_dict)
-            state_dict[key] = self.quantize.ema_vocab_hit_SV
+            # a model built on the meta device has no values of its own yet: its fresh buffer is zeros
+            state_dict[key] = torch.zeros(own.shape, dtype=own.dtype) if own.is_meta else own
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

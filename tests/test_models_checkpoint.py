@@ -107,3 +107,8 @@ def test_ema_hit_rows_of_another_schedule_load(mini_files):
     state["quantize.ema_vocab_hit_SV"] = torch.ones(10, vae.vocab_size)
     vae.load_state_dict(state, strict=True)
     assert vae.quantize.ema_vocab_hit_SV.shape[0] == len(vae.v_patch_nums)
+    meta_vae, _ = build(var_spec("VAR-mini-d2"), device="meta")  # the path load_vae_var takes
+    load_strict(meta_vae, state, source="vae.pth", assign=True)
+    hits = meta_vae.quantize.ema_vocab_hit_SV
+    assert not hits.is_meta and hits.shape == (len(meta_vae.v_patch_nums), meta_vae.vocab_size)
+    assert torch.count_nonzero(hits) == 0
