@@ -11,7 +11,6 @@ Steps (each one is reused when its inputs have not changed, so an interrupted de
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -108,6 +107,7 @@ def ensure_token_cache(out: Path, tokenizer_path: Path, tokenizer_sha: str, data
 
 def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Path, data, executor: str) -> Path:
     from harness.config import to_dict
+    from harness.files import atomic_write_text
 
     spec = yaml.safe_load(SPEC_TEMPLATE.read_text())
     spec["executor"] = executor
@@ -123,9 +123,7 @@ def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Pat
     path = out / "demo-sweep.yaml"
     text = "# written by `varscale demo` from sweeps/specs/demo-cpu.yaml\n" + yaml.safe_dump(spec, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return path
 
 
@@ -147,14 +145,17 @@ def largest_run(table) -> Path:
     return Path(last["run_dir"])
 
 
+def sample_command(run_dir: Path, out: Path, per_class: int, seed: int) -> list[str]:
+    # the tokenizer's vocabulary is smaller than the protocol's top-k 900: filter by top-p alone
+    return ["sample", "--run", str(run_dir), "--per-class", str(per_class), "--batch-size", "20", "--top-k", "0",
+            "--seed", str(seed), "--device", "cpu", "--out", str(out)]
+
+
 def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inception_weights: str | None) -> dict:
     from harness.cli import main as varscale
 
     grid = run_dir / "samples" / "demo-grid.npz"
-    top_k = 0  # the tokenizer's vocabulary is smaller than the protocol's top-k 900; filter by top-p alone
-    args = ["sample", "--run", str(run_dir), "--per-class", str(size.grid_per_class), "--batch-size", "20",
-            "--top-k", str(top_k), "--device", "cpu", "--out", str(grid)]
-    if varscale(args) != 0:
+    if varscale(sample_command(run_dir, grid, size.grid_per_class, seed=0)) != 0:
         raise SystemExit("sampling the grid failed (see above)")
     result = {"grid": str(grid)}
     try:
@@ -167,12 +168,11 @@ def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inceptio
                                   f"step is left to do.")
         return result
     evalset = run_dir / "samples" / "demo-eval.npz"
-    if varscale(args[:3] + ["--per-class", str(size.eval_samples_per_class), "--batch-size", "20", "--top-k", "0",
-                            "--device", "cpu", "--seed", "1", "--out", str(evalset)]) != 0:
+    if varscale(sample_command(run_dir, evalset, size.eval_samples_per_class, seed=1)) != 0:
         raise SystemExit("sampling the evaluation set failed (see above)")
     ref = write_reference(run_dir.parent.parent / "reference-val.npz", val_images)
-    eval_args = ["eval", str(evalset), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0", "--fid-method", "gram",
-                 "--out", str(run_dir / "eval" / "demo-eval.json")]
+    eval_args = ["eval", str(evalset), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0",
+                 "--fid-method", "gram", "--out", str(run_dir / "eval" / "demo-eval.json")]
     if inception_weights:
         eval_args += ["--inception-weights", inception_weights]
     if varscale(eval_args) != 0:
@@ -182,22 +182,19 @@ def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inceptio
 
 
 def write_reference(path: Path, count: int) -> Path:
-    """The held-out synthetic images as an ADM-format reference batch."""
+    """The held-out synthetic images as an ADM-format reference batch (same rounding rule as the samples)."""
     import numpy as np
+    import torch
 
+    from harness.npz_io import write_npz
+    from harness.sampling import to_uint8
     from harness.synthetic import generate_image
 
     if path.is_file():
         return path
-    images, labels = [], []
-    for i in range(count):
-        img, label = generate_image(0, "val", i, 32, 10)
-        images.append(np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8))
-        labels.append(label)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, arr_0=np.stack(images), arr_1=np.array(labels))
-    tmp.replace(path)
-    return path
+    images, labels = zip(*(generate_image(0, "val", i, 32, 10) for i in range(count)))
+    images_B3HW = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    return write_npz(path, {"arr_0": to_uint8(images_B3HW), "arr_1": np.array(labels, dtype=np.int64)})
 
 
 def print_summary(analysis_dir: Path, table, report: Path, sample_result: dict, elapsed_s: float) -> None:
