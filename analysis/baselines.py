@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from analysis.figures import FULL_WIDTH, apply_style  # noqa: E402
+from analysis.style import FULL_WIDTH, apply_style  # noqa: E402
 
 BASELINES_CSV = Path(__file__).resolve().parent / "data" / "baselines.csv"
 OURS = "varscale (ours)"

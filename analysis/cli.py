@@ -6,6 +6,7 @@ write into SOURCE/analysis unless -o says otherwise (file layout: analysis/pipel
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 METRICS = ("loss_last", "loss_mean", "err_last", "err_mean")
@@ -55,13 +56,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_figures)
 
 
+class OptionError(ValueError):
+    """A bad option value of fit/figures/report."""
+
+
+def usage_error(command: str, exc: Exception) -> int:
+    """The one-line error of the analysis commands (exit 2), in the dispatcher's format; analysis imports nothing
+    from harness, so it does not raise the dispatcher's own error class."""
+    print(f"varscale {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def fit_options_from_args(args: argparse.Namespace):
     from analysis.fits import FitOptions
-    from harness.cli import UsageError
 
     options = FitOptions(metrics=_split(args.metrics), forms=_split(args.forms), against=_split(args.against),
                          chinchilla=not args.no_chinchilla, chinchilla_on=args.chinchilla_on,
@@ -71,9 +82,9 @@ def fit_options_from_args(args: argparse.Namespace):
     try:
         options.check()
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise OptionError(str(exc)) from exc
     if args.n_boot and args.n_boot < 100:
-        raise UsageError(f"--n-boot {args.n_boot} is too few for percentile intervals; use at least 100")
+        raise OptionError(f"--n-boot {args.n_boot} is too few for percentile intervals; use at least 100")
     return options
 
 
@@ -92,10 +103,9 @@ def print_fit_summary(fits) -> None:
 def _run(args: argparse.Namespace, figures: bool) -> int:
     from analysis.powerlaw import FitError
     from analysis.table import TableError
-    from harness.cli import UsageError
 
-    options = fit_options_from_args(args)
     try:
+        options = fit_options_from_args(args)
         if figures:
             from analysis.pipeline import run_all
 
@@ -106,8 +116,8 @@ def _run(args: argparse.Namespace, figures: bool) -> int:
             from analysis.pipeline import run_fits
 
             result = run_fits(args.source, args.out, options)
-    except (TableError, FitError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from exc
+    except (OptionError, TableError, FitError, FileNotFoundError) as exc:
+        return usage_error(args.command, exc)
     print(f"fitted {len(result.fits.fits)} laws to {result.source}")
     print_fit_summary(result.fits)
     for path in result.fit_files + result.figures:

@@ -14,8 +14,6 @@ Sizes are for a two-column paper: FULL_WIDTH inches wide, 8 pt text. `draw_all` 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -24,28 +22,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from analysis.compute import add_compute_columns  # noqa: E402
 from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
 from analysis.results import FitResults, LawFit  # noqa: E402
+from analysis.run_figures import (  # noqa: E402
+    figure_per_scale,
+    figure_per_scale_curves,
+    figure_sample_grid,
+)
+from analysis.style import FULL_WIDTH, apply_style, save_figure  # noqa: E402
 
-FULL_WIDTH = 6.75   # inches, text width of a two-column paper
-COLUMN_WIDTH = 3.25
 PANEL_ORDER = ("loss_last", "loss_mean", "err_last", "err_mean")
 FORM_STYLE = {"paper": dict(color="C0", linestyle="-", linewidth=1.4),
               "saturating": dict(color="C3", linestyle="--", linewidth=1.4)}
 REFERENCE_STYLE = dict(color="0.45", linestyle=":", linewidth=1.3)
 Y_UNITS = {"loss": "nats", "err": "fraction"}
-
-
-def apply_style() -> None:
-    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.0,
-                  rc={"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8.5, "legend.fontsize": 6.5,
-                      "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3,
-                      "figure.dpi": 100, "savefig.dpi": 200, "legend.framealpha": 0.85})
 
 
 def y_label(metric: str) -> str:
@@ -172,31 +166,9 @@ def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str 
     return fig
 
 
-def save_figure(fig: plt.Figure, out_dir: Path | str, stem: str, formats=("png", "pdf")) -> list[Path]:
-    """Write fig as out_dir/stem.<format> for each format, atomically; closes the figure."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        target = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        written.append(target)
-    plt.close(fig)
-    return written
-
-
 def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples=None,
              paper_laws: str | None = "slope", formats=("png", "pdf")) -> list[Path]:
     """Every figure of a sweep into out_dir; `samples` is an ADM .npz path or a (N, H, W, 3) uint8 array."""
-    from analysis.run_figures import figure_per_scale, figure_per_scale_curves, figure_sample_grid
-
     written: list[Path] = []
     if any(f.x == "N" for f in fits.fits):
         written += save_figure(figure_vs_params(fits, paper_laws), out_dir, "fig5_scaling_vs_params", formats)

@@ -21,12 +21,19 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from analysis.batched import huber_lm, saturating_model
-from analysis.bootstrap import (distinct_present, draw_until, fit_rng, frontier_weights, percentile_interval,
-                                resample_counts, weighted_loglog)
+from analysis.bootstrap import (
+    distinct_present,
+    draw_until,
+    fit_rng,
+    frontier_weights,
+    percentile_interval,
+    resample_counts,
+    weighted_loglog,
+)
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
 from analysis.frontier import pareto_frontier
-from analysis.laws import X_UNITS
 from analysis.joint import fits_chinchilla, late_records
+from analysis.laws import X_UNITS
 from analysis.powerlaw import FitError, fit_loglog, fit_saturating, saturating_bounds
 from analysis.results import FitResults, LawFit
 from analysis.table import METRIC_COLUMNS, is_finished, validate_table

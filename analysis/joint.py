@@ -12,7 +12,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.batched import chinchilla_model, huber_lm
-from analysis.bootstrap import distinct_present, draw_until, fit_rng, percentile_interval, resample_counts
+from analysis.bootstrap import (
+    distinct_present,
+    draw_until,
+    fit_rng,
+    percentile_interval,
+    resample_counts,
+)
 from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
 from analysis.results import LawFit
 

@@ -24,16 +24,6 @@ METRIC_LABELS = {
     "err_mean": "Token error rate, all scales",
 }
 
-# Total parameter counts of VAR at the paper's depths (official code, embeddings and head included;
-# reference evaluation.md A.3). The paper trained 12 of the 13 even depths 6..30; which one it left out is
-# not known, so all 13 are listed.
-PAPER_PARAMS_BY_DEPTH = {
-    6: 18_492_580, 8: 41_315_904, 10: 78_367_716, 12: 133_186_960, 14: 209_312_580, 16: 310_283_520,
-    18: 439_638_724, 20: 600_917_136, 22: 797_657_700, 24: 1_033_399_360, 26: 1_311_681_060,
-    28: 1_636_041_744, 30: 2_010_020_356,
-}
-
-
 @dataclass(frozen=True)
 class PaperLaw:
     """One published pure power law L = (beta * X)^alpha, X in the paper's unit for `x`."""

@@ -17,12 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.baselines import comparison_table, figure_fid_vs_params, figure_fid_vs_time, find_eval_results
+from analysis.baselines import (
+    comparison_table,
+    figure_fid_vs_params,
+    figure_fid_vs_time,
+    find_eval_results,
+)
 from analysis.compute import COMPUTE_CONVENTION
 from analysis.fits import FitOptions, fit_sweep
 from analysis.powerlaw import FitError
-from analysis.results import FitResults, atomic_write_text
+from analysis.results import FitResults
 from analysis.table import load_table
+from models.files import atomic_write_text
 
 
 def default_out_dir(source: Path | str) -> Path:
@@ -80,7 +86,8 @@ def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitO
             samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
             formats=("png", "pdf"), **overrides) -> Analysis:
     """Fits, every figure and the baseline comparison of one sweep (or run, or table)."""
-    from analysis.figures import draw_all, save_figure
+    from analysis.figures import draw_all
+    from analysis.style import save_figure
 
     analysis = run_fits(source, out_dir, options, allow_nothing_fitted=True, **overrides)
     root = sweep_root(source)

@@ -13,9 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from analysis.compute import final_records  # noqa: E402
-from analysis.figures import FULL_WIDTH, apply_style  # noqa: E402
-
-VAR_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+from analysis.style import FULL_WIDTH, apply_style  # noqa: E402
 
 
 def patch_nums_from_runs(table: pd.DataFrame) -> tuple[int, ...] | None:
@@ -35,7 +33,9 @@ def _default_patch_nums(table: pd.DataFrame, n_scales: int):
     patch_nums = patch_nums_from_runs(table)
     if patch_nums is not None and len(patch_nums) == n_scales:
         return patch_nums
-    return VAR_PATCH_NUMS if n_scales == len(VAR_PATCH_NUMS) else None
+    from models.quant import PATCH_NUMS_256
+
+    return PATCH_NUMS_256 if n_scales == len(PATCH_NUMS_256) else None
 
 
 def _scale_columns(table: pd.DataFrame, prefix: str) -> list[str]:

@@ -13,9 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.laws import PAPER_PARAMS_BY_DEPTH
+from models.params import param_counts
+from models.quant import PATCH_NUMS_256 as PATCH_NUMS
+from models.registry import var_spec
 
-PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+# the paper trained 12 of the 13 even depths 6..30 (which one it left out is not published), so all 13 are here
+PAPER_DEPTHS = tuple(range(6, 31, 2))
+
+
+def paper_params(depth: int) -> int:
+    """Total parameters of VAR-d{depth} (official code: embeddings and head included), from models/ alone."""
+    return param_counts(var_spec(f"VAR-d{depth}"))["total"]
+
+
+def paper_params_wo_emb(depth: int) -> int:
+    return param_counts(var_spec(f"VAR-d{depth}"))["total_wo_embeddings"]
 TOKENS_PER_IMAGE = sum(p * p for p in PATCH_NUMS)
 
 
@@ -51,7 +63,7 @@ def synthetic_sweep_table(depths=(6, 8, 10, 12, 14, 16), images_per_run=(1_000_0
     batch = 256
     rows = []
     for depth in depths:
-        n_params = PAPER_PARAMS_BY_DEPTH.get(depth, 73728 * depth ** 3)
+        n_params = paper_params(depth)
         flops_fwd = 2.0 * n_params * TOKENS_PER_IMAGE
         for images in images_per_run:
             point_id = f"d{depth}-i{images}"
@@ -68,7 +80,7 @@ def synthetic_sweep_table(depths=(6, 8, 10, 12, 14, 16), images_per_run=(1_000_0
                                   for k in range(len(PATCH_NUMS))})
                 point = {"sweep": sweep, "point_id": point_id, "run_dir": f"/runs/{sweep}/{point_id}",
                          "depth": depth, "width": 64 * depth, "params_total": n_params,
-                         "params_wo_emb": int(73728 * depth ** 3), "flops_fwd_per_image": flops_fwd,
+                         "params_wo_emb": paper_params_wo_emb(depth), "flops_fwd_per_image": flops_fwd,
                          "flops_train_per_image": 3 * flops_fwd, "lr": 1e-4, "seed": seed, "dataset": "synthetic",
                          "state": "finished"}
                 for split in ("train", "val"):

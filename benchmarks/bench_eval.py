@@ -20,7 +20,12 @@ import torch
 
 
 def bench_features(device: str, images: int, batch_size: int, resolution: int) -> float:
-    from harness.inception import InceptionExtractor, _synthetic_images, iter_chunks, write_random_inception_weights
+    from harness.evaluation.inception import (
+        InceptionExtractor,
+        _synthetic_images,
+        iter_chunks,
+        write_random_inception_weights,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = write_random_inception_weights(Path(tmp) / "w.pth")
@@ -37,7 +42,7 @@ def bench_features(device: str, images: int, batch_size: int, resolution: int) -
 
 
 def bench_precision_recall(device: str, n_samples: int, n_ref: int, chunk: int) -> float:
-    from harness.metrics_fid import precision_recall
+    from harness.evaluation.metrics import precision_recall
 
     rng = np.random.default_rng(0)
     samples = rng.standard_normal((n_samples, 2048), dtype=np.float32)

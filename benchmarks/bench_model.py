@@ -15,7 +15,11 @@ import time
 
 import torch
 
-from models.flops import phi_flops_per_image, sample_flops_per_image, train_flops_per_image
+from models.flops import (
+    phi_flops_per_image,
+    sample_flops_per_image,
+    train_flops_per_image,
+)
 from models.registry import build, var_spec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from harness.config import DataConfig, TokenizerRef, TokenizerTrainConfig
-    from harness.token_cache import encode_dataset
-    from harness.tokenizer_io import load_tokenizer
-    from harness.tokenizer_train import train_tokenizer
-    from harness.train import train_run
+    from harness.data.token_cache import encode_dataset
+    from harness.tokenizer.storage import load_tokenizer
+    from harness.tokenizer.train import train_tokenizer
+    from harness.training.loop import train_run
 
     torch.set_num_threads(args.threads)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_scaling_"))

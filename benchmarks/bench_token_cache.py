@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from harness.config import DataConfig, TokenizerRef
-    from harness.token_cache import encode_dataset
-    from harness.tokenizer_io import load_tokenizer, save_tokenizer
-    from harness.train import train_run
+    from harness.data.token_cache import encode_dataset
+    from harness.tokenizer.storage import load_tokenizer, save_tokenizer
+    from harness.training.loop import train_run
     from models import VQVAE
     from models.registry import TOKENIZERS
 

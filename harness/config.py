@@ -9,14 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from harness.files import atomic_write_text, save_json  # noqa: F401  (re-exported: their home before files.py)
 
 # Allowed values of the string options; validated in ``validate``.
 DATA_SOURCES = ("synthetic", "imagefolder")

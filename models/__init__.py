@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from .quant import PATCH_NUMS_256
 from .var import VAR
 from .vqvae import RELEASE_CH_MULT, VQVAE
 
@@ -19,7 +20,7 @@ def depth_rule(depth: int, width_per_depth: int = 64) -> tuple[int, int, float]:
     return depth * width_per_depth, depth, 0.1 * depth / 24
 
 
-def build_vae_var(device=None, patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), V: int = 4096,
+def build_vae_var(device=None, patch_nums: Sequence[int] = PATCH_NUMS_256, V: int = 4096,
                   Cvae: int = 32, ch: int = 160, share_quant_resi: int = 4, num_classes: int = 1000, depth: int = 16,
                   shared_aln: bool = False, attn_l2_norm: bool = True, flash_if_available: bool = True,
                   fused_if_available: bool = True, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5,

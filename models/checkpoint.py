@@ -7,11 +7,12 @@ names the file and the command to fetch it on a machine with network.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
+
+from .files import sha256_file
 
 HF_REPO_ID = "FoundationVision/var"
 VAE_FILE = "vae_ch160v4096z32.pth"
@@ -20,14 +21,6 @@ OFFICIAL_VAR_FILES = {16: "var_d16.pth", 20: "var_d20.pth", 24: "var_d24.pth", 3
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable, or does not fit the model."""
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -36,7 +36,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .checkpoint import describe_vae_checkpoint, describe_var_checkpoint, load_state_dict_file, sha256_file
+    from .checkpoint import (
+        describe_vae_checkpoint,
+        describe_var_checkpoint,
+        load_state_dict_file,
+    )
+    from .files import sha256_file
 
     state = load_state_dict_file(args.path)
     kind = describe_var_checkpoint(state) if any(k.startswith("blocks.") for k in state) else \

@@ -14,6 +14,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+# the released tokenizers' scale schedules (side lengths of the token maps, coarse to fine)
+PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+
 
 class Phi(nn.Conv2d):
     """3x3 residual refinement: h * (1 - r) + conv(h) * r."""
@@ -77,7 +81,7 @@ def _scale_position(si: int, num_scales: int) -> float:
 
 class VectorQuantizer2(nn.Module):
     def __init__(self, vocab_size: int, Cvae: int, using_znorm: bool, beta: float = 0.25,
-                 default_qresi_counts: int = 0, v_patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+                 default_qresi_counts: int = 0, v_patch_nums: Sequence[int] = PATCH_NUMS_256,
                  quant_resi: float = 0.5, share_quant_resi: int = 4):
         super().__init__()
         self.vocab_size, self.Cvae = vocab_size, Cvae

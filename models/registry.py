@@ -15,8 +15,9 @@ from typing import Sequence
 
 import torch
 
-PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+from .quant import PATCH_NUMS_256, PATCH_NUMS_512
+from .var import VAR
+from .vqvae import VQVAE
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,6 @@ def list_presets() -> list[str]:
 
 def build(spec: VARSpec, device: str | torch.device = "cpu", init: bool = True, vae=None):
     """Instantiate (vae, var) for a spec; `device="meta"` builds the structure without memory."""
-    from . import VAR, VQVAE  # late import: registry is also used by code that never builds modules
-
     with torch.device(device):
         if vae is None:
             vae = VQVAE(test_mode=True, **spec.tokenizer.vqvae_kwargs())

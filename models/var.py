@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .quant import PATCH_NUMS_256
 from .sampling import gumbel_softmax_with_rng, sample_with_top_k_top_p_
 from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
 from .vqvae import VQVAE
@@ -26,7 +27,7 @@ class VAR(nn.Module):
                  num_heads: int = 16, mlp_ratio: float = 4.0, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, norm_eps: float = 1e-6, shared_aln: bool = False,
                  cond_drop_rate: float = 0.1, attn_l2_norm: bool = False,
-                 patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+                 patch_nums: Sequence[int] = PATCH_NUMS_256,
                  flash_if_available: bool = True, fused_if_available: bool = True):
         super().__init__()
         # flash_if_available / fused_if_available are accepted for API compatibility: attention always goes

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .quant import VectorQuantizer2
+from .quant import PATCH_NUMS_256, VectorQuantizer2
 from .vae_blocks import Decoder, Encoder
 
 RELEASE_CH_MULT = (1, 1, 2, 2, 4)
@@ -20,7 +20,7 @@ class VQVAE(nn.Module):
     def __init__(self, vocab_size: int = 4096, z_channels: int = 32, ch: int = 128, dropout: float = 0.0,
                  beta: float = 0.25, using_znorm: bool = False, quant_conv_ks: int = 3, quant_resi: float = 0.5,
                  share_quant_resi: int = 4, default_qresi_counts: int = 0,
-                 v_patch_nums: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16), test_mode: bool = True,
+                 v_patch_nums: Sequence[int] = PATCH_NUMS_256, test_mode: bool = True,
                  ch_mult: Sequence[int] = RELEASE_CH_MULT):
         super().__init__()
         if ch % 32 != 0:

@@ -15,9 +15,17 @@ import pandas as pd
 from analysis.compute import run_summary
 from analysis.fits import FitOptions
 from analysis.pipeline import Analysis, run_all, sweep_root
-from analysis.results import atomic_write_text
+from models.files import atomic_write_text
 from reports.environment import environment
-from reports.render import Image, Pre, Section, Table, Text, render_html, render_markdown
+from reports.render import (
+    Image,
+    Pre,
+    Section,
+    Table,
+    Text,
+    render_html,
+    render_markdown,
+)
 
 FIGURE_CAPTIONS = {
     "fig5_scaling_vs_params": "Figure 5 of the VAR paper for this sweep: final test loss and token error "

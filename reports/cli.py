@@ -22,19 +22,18 @@ def register(subparsers) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.cli import fit_options_from_args
+    from analysis.cli import OptionError, fit_options_from_args, usage_error
     from analysis.powerlaw import FitError
     from analysis.table import TableError
-    from harness.cli import UsageError
     from reports.build import build_report
 
-    options = fit_options_from_args(args)
     try:
+        options = fit_options_from_args(args)
         html_path = build_report(args.source, args.out, options, samples=args.samples,
                                  paper_laws=None if args.paper_laws == "none" else args.paper_laws,
                                  resolution=args.resolution, title=args.title)
-    except (TableError, FitError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from exc
+    except (OptionError, TableError, FitError, FileNotFoundError) as exc:
+        return usage_error(args.command, exc)
     print(f"wrote {html_path}")
     print(f"wrote {html_path.with_suffix('.md')}")
     return 0

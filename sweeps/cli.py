@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def open_sweep(path: Path):
     """(spec or None, state, point ids in display order) from a spec file or a sweep directory."""
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
     from sweeps.points import expand
     from sweeps.spec import SpecError, load_spec
     from sweeps.state import STATE_FILE, SweepState
@@ -65,7 +65,7 @@ def open_sweep(path: Path):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
     from sweeps.launch import SubmitError, submit
     from sweeps.spec import SpecError, load_spec
 
@@ -100,7 +100,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
     from sweeps.collect import CollectError, collect_table, write_table
 
     _, state, ids = open_sweep(args.sweep)
@@ -116,7 +116,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
     from sweeps.launch import cancel
 
     _, state, ids = open_sweep(args.sweep)

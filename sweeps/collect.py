@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models.files import atomic_target
 from sweeps.state import SweepState
 from sweeps.status import sweep_status
 
@@ -93,16 +94,15 @@ def collect_table(state: SweepState, point_ids: list[str] | None = None):
 
 def write_table(frame, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".parquet":
         if importlib.util.find_spec("pyarrow") is None:
             raise CollectError(f"{path}: writing Parquet needs pyarrow, which is not installed "
                                "(pip install pyarrow), or write CSV: -o table.csv")
-        frame.to_parquet(tmp, index=False)
-    elif path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
+    elif path.suffix != ".csv":
         raise CollectError(f"{path}: unknown table format {path.suffix!r}; use .csv or .parquet")
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
     return path

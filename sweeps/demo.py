@@ -72,7 +72,7 @@ def step_banner(number: int, text: str) -> None:
 
 def ensure_tokenizer(out: Path, size: DemoSize):
     from harness.config import DataConfig, TokenizerTrainConfig, load_json, to_dict
-    from harness.tokenizer_train import train_tokenizer
+    from harness.tokenizer.train import train_tokenizer
 
     data = DataConfig(source="synthetic", resolution=32, num_classes=10, synthetic_train_size=size.train_images,
                       synthetic_val_size=size.val_images)
@@ -92,8 +92,8 @@ def ensure_tokenizer(out: Path, size: DemoSize):
 
 def ensure_token_cache(out: Path, tokenizer_path: Path, tokenizer_sha: str, data) -> Path:
     from harness.config import TokenizerRef, to_dict
-    from harness.token_cache import encode_dataset
-    from harness.tokenizer_io import load_tokenizer
+    from harness.data.token_cache import encode_dataset
+    from harness.tokenizer.storage import load_tokenizer
 
     folder = out / f"tokens-{config_hash({'tokenizer': tokenizer_sha, 'data': to_dict(data)})}"
     if (folder / "header.json").is_file():
@@ -107,7 +107,7 @@ def ensure_token_cache(out: Path, tokenizer_path: Path, tokenizer_sha: str, data
 
 def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Path, data, executor: str) -> Path:
     from harness.config import to_dict
-    from harness.files import atomic_write_text
+    from models.files import atomic_write_text
 
     spec = yaml.safe_load(SPEC_TEMPLATE.read_text())
     spec["executor"] = executor
@@ -152,14 +152,14 @@ def sample_command(run_dir: Path, out: Path, per_class: int, seed: int) -> list[
 
 
 def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inception_weights: str | None) -> dict:
-    from harness.cli import main as varscale
+    from harness.cli.main import main as varscale
 
     grid = run_dir / "samples" / "demo-grid.npz"
     if varscale(sample_command(run_dir, grid, size.grid_per_class, seed=0)) != 0:
         raise SystemExit("sampling the grid failed (see above)")
     result = {"grid": str(grid)}
     try:
-        from harness.inception import find_weights
+        from harness.evaluation.inception import find_weights
 
         find_weights(inception_weights)
     except FileNotFoundError as exc:
@@ -186,9 +186,9 @@ def write_reference(path: Path, count: int) -> Path:
     import numpy as np
     import torch
 
-    from harness.npz_io import write_npz
-    from harness.sampling import to_uint8
-    from harness.synthetic import generate_image
+    from harness.data.synthetic import generate_image
+    from harness.sampling.loop import to_uint8
+    from harness.sampling.npz import write_npz
 
     if path.is_file():
         return path
@@ -221,13 +221,13 @@ def print_summary(analysis_dir: Path, table, report: Path, sample_result: dict, 
 
 
 def cmd_demo(args) -> int:
+    import os
+
     import torch
 
     from reports import build_report
     from sweeps.collect import collect_table, write_table
     from sweeps.state import SweepState
-
-    import os
 
     # the tokenizer and the encode run alone and may use every core; the sweep then runs one process per core
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

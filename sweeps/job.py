@@ -7,7 +7,7 @@ until the trainer confirms it, and hands submitit a fresh ``PointJob`` to requeu
 trainer again, which resumes from ``RUN_DIR/checkpoints/last.pt``: the step counter continues, nothing is lost.
 
 The trainer is named by ``module:function`` and is called as ``fn(run_dir: Path, control: TrainControl) -> dict``
-(``harness.train.train_run``); it owns ``status.json`` and ``metrics.jsonl`` (docs/contracts.md). This module
+(``harness.training.loop.train_run``); it owns ``status.json`` and ``metrics.jsonl`` (docs/contracts.md). This module
 only writes ``status.json`` when the trainer could not (it failed before starting, or the job was not requeued).
 """
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any, Callable
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from harness.control import TrainControl
-from harness.files import save_json, utc_now_iso
-
+from harness.training.control import TrainControl
+from models.files import save_json, utc_now_iso
 
 
 def say(message: str) -> None:

@@ -9,7 +9,6 @@ PATH, even with no cluster behind it.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,17 +17,14 @@ from typing import Any, TextIO
 
 from submitit.core.utils import FailedJobError
 
-from harness.config import atomic_write_text, save_json
+from harness.submit import SubmitError, make_executor
+from models.files import atomic_write_text, save_json
 from sweeps.job import PointJob
 from sweeps.points import Point, expand, path_problems
 from sweeps.resources import Resources, SpecError
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, locked_state
 from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
-
-
-class SubmitError(RuntimeError):
-    """The scheduler refused a submission (the message carries sbatch's own words)."""
 
 
 @dataclass
@@ -154,20 +150,18 @@ def prepare_run_dir(spec: SweepSpec, point: Point) -> None:
 
 
 def _executor(spec: SweepSpec, resources: Resources, folder: Path):
-    import submitit
-
     if spec.executor == "slurm":
-        if shutil.which("sbatch") is None:
-            raise SpecError(f"{spec.path}: executor is 'slurm' but sbatch is not on PATH (no SLURM client here); "
-                            "use executor: local to run on this machine")
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=spec.max_requeues)
-        ex.update_parameters(name=spec.name, slurm_array_parallelism=_parallelism(spec, resources),
-                             **resources.sbatch_parameters())
+        params = resources.sbatch_parameters()
+        timeout_min = params.pop("timeout_min")
+        parallelism = _parallelism(spec, resources)
     else:
-        ex = submitit.AutoExecutor(folder=folder, cluster="local", local_max_num_timeout=spec.max_requeues)
-        ex.update_parameters(name=spec.name, timeout_min=resources.timeout_min,
-                             tasks_per_node=resources.tasks_per_node, gpus_per_node=resources.gpus_per_node)
-    return ex
+        params = {"tasks_per_node": resources.tasks_per_node, "gpus_per_node": resources.gpus_per_node}
+        timeout_min, parallelism = resources.timeout_min, None
+    try:
+        return make_executor(folder, spec.executor, spec.name, timeout_min, max_requeues=spec.max_requeues,
+                             array_parallelism=parallelism, **params)
+    except SubmitError as exc:
+        raise SpecError(f"{spec.path}: executor is {spec.executor!r} but {exc}") from None
 
 
 def _job(spec: SweepSpec, point: Point) -> PointJob:

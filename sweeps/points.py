@@ -17,9 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import PATH_OPTIONS, ConfigError, DataConfig, TrainConfig, from_dict, to_dict
+from harness.config import (
+    PATH_OPTIONS,
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
 from sweeps.resources import Resources, SpecError
-from sweeps.spec import AXIS_ALIASES, LENGTH_AXES, NAMED_AXES, SweepSpec, override_matches
+from sweeps.spec import (
+    AXIS_ALIASES,
+    LENGTH_AXES,
+    NAMED_AXES,
+    SweepSpec,
+    override_matches,
+)
 
 
 @dataclass(frozen=True)

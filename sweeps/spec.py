@@ -10,7 +10,7 @@ Format (every field except ``name``, ``grid.depth`` and ``train`` has a default)
     model_family: VAR-mini         # VAR (official width 64*depth) | VAR-mini; the depth axis picks the preset
     executor: local                # slurm | local
     output_root: runs/sweeps       # the sweep's files go to OUTPUT_ROOT/NAME (relative to the current directory)
-    trainer: harness.train:train_run
+    trainer: harness.training.loop:train_run
     grid: {depth: [2, 3, 4], lr: [1.0e-4], seed: [0]}
     train: {...}                   # fixed TrainConfig options, nested as in harness/config.py
     overrides:                     # optional, for recipes that change with the grid (e.g. lr for deep models)
@@ -40,7 +40,7 @@ from sweeps.resources import Resources, SpecError, check_int, merge_resources
 
 EXECUTORS = ("slurm", "local")
 MODEL_FAMILIES = ("VAR", "VAR-mini")  # models.registry presets: VAR-d<N> (width 64 N), VAR-mini-d<N> (32 N)
-DEFAULT_TRAINER = "harness.train:train_run"
+DEFAULT_TRAINER = "harness.training.loop:train_run"
 # grid axes with a name of their own; any TrainConfig option (dotted, e.g. data.resolution) is an axis too
 NAMED_AXES = ("depth", "width", "lr", "seed", "dataset", "total_steps", "epochs", "train_images", "train_tokens",
               "batch_size")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.files import atomic_write_text, utc_now_iso
+from models.files import atomic_write_text, utc_now_iso
 
 STATE_FILE = "state.json"
 JOBS_DIR = "jobs"  # submitit's folder: pickles and logs of every job of the sweep

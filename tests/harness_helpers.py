@@ -13,12 +13,12 @@ import torch
 TINY_VQVAE = {"vocab_size": 64, "z_channels": 8, "ch": 32, "ch_mult": [1, 2, 2, 4], "v_patch_nums": [1, 2, 3, 4],
               "share_quant_resi": 4}
 # the `varscale` entry point, run by this interpreter (works without the console script on PATH)
-VARSCALE = [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())"]
+VARSCALE = [sys.executable, "-c", "import sys; from harness.cli.main import main; sys.exit(main())"]
 
 
 def make_tokenizer(path: Path, seed: int = 0) -> Path:
     """A randomly initialised tiny VQVAE saved as a tokenizer file (real format; weights need not be trained)."""
-    from harness.tokenizer_io import save_tokenizer
+    from harness.tokenizer.storage import save_tokenizer
     from models import VQVAE
 
     torch.manual_seed(seed)

@@ -9,8 +9,9 @@ import torch
 def make_tiny_run(root: Path, seed: int = 0) -> Path:
     from safetensors.torch import save_file
 
-    from harness.config import DataConfig, TokenizerRef, TrainConfig, save_json, to_dict
-    from harness.tokenizer_io import save_tokenizer
+    from harness.config import DataConfig, TokenizerRef, TrainConfig, to_dict
+    from harness.tokenizer.storage import save_tokenizer
+    from models.files import save_json
     from models.registry import build, var_spec
 
     torch.manual_seed(seed)

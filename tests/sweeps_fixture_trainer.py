@@ -1,4 +1,4 @@
-"""A small, fast trainer for the sweep tests that keeps harness.train.train_run's contract.
+"""A small, fast trainer for the sweep tests that keeps harness.training.loop.train_run's contract.
 
 It reads RUN_DIR/config.json (a TrainConfig), fits one scalar weight by SGD on a deterministic data stream
 (example k depends only on the seed and k), appends contract-shaped records to metrics.jsonl, writes

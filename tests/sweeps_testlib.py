@@ -15,7 +15,7 @@ def make_tokenizer(path: Path) -> Path:
     """A randomly initialised mini VQVAE saved the way `varscale tokenizer train` saves one."""
     import torch
 
-    from harness.tokenizer_io import save_tokenizer
+    from harness.tokenizer.storage import save_tokenizer
     from models import VQVAE
     from models.registry import TOKENIZERS
 

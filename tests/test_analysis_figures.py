@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from analysis.baselines import (OURS, comparison_table, figure_fid_vs_params, figure_fid_vs_time,
-                                find_eval_results, load_baselines, load_eval_result)
-from analysis.figures import draw_all, figure_vs_compute, figure_vs_params, save_figure
+from analysis.baselines import (
+    OURS,
+    comparison_table,
+    figure_fid_vs_params,
+    figure_fid_vs_time,
+    find_eval_results,
+    load_baselines,
+    load_eval_result,
+)
+from analysis.figures import draw_all, figure_vs_compute, figure_vs_params
 from analysis.fits import fit_sweep
 from analysis.laws import paper_law
 from analysis.run_figures import figure_per_scale, figure_sample_grid
+from analysis.style import save_figure
 from analysis.synthetic import synthetic_sweep_table
 
 matplotlib.use("Agg")

@@ -8,12 +8,12 @@ import pytest
 from analysis.batched import huber_lm, saturating_model
 from analysis.bootstrap import resample_counts
 from analysis.fits import fit_sweep
-from analysis.laws import PAPER_LAWS, PAPER_PARAMS_BY_DEPTH, X_UNITS
+from analysis.laws import PAPER_LAWS, X_UNITS
 from analysis.powerlaw import FitError, fit_loglog, fit_saturating, saturating_bounds
-from analysis.synthetic import synthetic_sweep_table
+from analysis.synthetic import PAPER_DEPTHS, paper_params, synthetic_sweep_table
 from analysis.table import TableError
 
-PAPER_DEPTHS = tuple(PAPER_PARAMS_BY_DEPTH)
+PAPER_PARAMS_BY_DEPTH = {depth: paper_params(depth) for depth in PAPER_DEPTHS}
 E_TRUE, X0_TRUE, ALPHA_TRUE = 2.0, 0.05, 0.35        # saturating law in N (billions)
 BETA_TRUE, ALPHA_PURE = 2.0, -0.23                    # the paper's Eq. 11 form
 FLAT = lambda n, d: 0.5 + 0 * n                       # noqa: E731  (metrics a test does not look at)

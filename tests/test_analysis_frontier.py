@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records, run_summary
+from analysis.compute import (
+    COMPUTE_CONVENTION,
+    add_compute_columns,
+    final_records,
+    run_summary,
+)
 from analysis.fits import fit_sweep
 from analysis.frontier import frontier_value, pareto_frontier
 from analysis.synthetic import synthetic_sweep_table

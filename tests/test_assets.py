@@ -9,8 +9,8 @@ from functools import partial
 
 import pytest
 
-from harness import assets
-from harness.cli import main
+from harness.cli.main import main
+from harness.evaluation import assets
 
 
 @pytest.fixture
@@ -75,7 +75,8 @@ def test_unknown_asset_name_is_a_usage_error(capsys):
 
 
 def test_registry_points_where_the_loaders_look():
-    from harness import cleanfid_backend, inception
+    from harness.evaluation import cleanfid_check as cleanfid_backend
+    from harness.evaluation import inception
 
     assert assets.ASSETS["inception"].filename == inception.WEIGHTS_FILENAME
     assert inception.WEIGHTS_FILENAME.split("-")[-1].startswith(assets.ASSETS["inception"].sha256_prefix)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from harness import metrics_fid as mf
+from harness.evaluation import metrics as mf
 
 
 def _features(n, d, seed, shift=0.0):
@@ -34,7 +34,10 @@ def test_fid_of_a_set_with_itself_is_zero():
 
 @pytest.mark.parametrize("n1,n2", [(400, 300), (40, 30)])   # full-rank and rank-deficient covariances
 def test_fid_matches_independent_computation_and_torch_fidelity(n1, n2):
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_fid import (
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
 
     x1, x2 = _features(n1, 64, 1), _features(n2, 64, 2, shift=0.3)
     mu1, s1 = mf.feature_statistics(x1)

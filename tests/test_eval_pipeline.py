@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from harness import inception
-from harness.evaluate import EvalConfig, evaluate
-from harness.npz_io import SampleFormatError, write_npz, write_png_folder
+from harness.evaluation import inception
+from harness.evaluation.evaluate import EvalConfig, evaluate
+from harness.sampling.npz import SampleFormatError, write_npz, write_png_folder
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def shared_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def features(extractor, batches, weights, shared_cache):
     """The Inception features of both batches, computed once and left in the shared cache for later evals."""
-    from harness.eval_cache import features_for
-    from harness.npz_io import open_npz, sha256_file
+    from harness.evaluation.feature_cache import features_for
+    from harness.sampling.npz import open_npz
+    from models.files import sha256_file
 
     root, _, _ = batches
     weights_sha = sha256_file(weights)
@@ -188,7 +189,7 @@ def test_eval_on_image_folder_and_run_directory_agree_with_npz(weights, batches,
     (run / "samples").mkdir(parents=True)
     (run / "config.json").write_text("{}")
     shutil.copy(root / "samples.npz", run / "samples" / "s.npz")
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["eval", str(run), "--ref", str(root / "ref.npz"), "--inception-weights", str(weights),
                  "--device", "cpu", "--fid-method", "gram", "--cache-dir", str(shared_cache), "--cache-samples"]) == 0
@@ -245,9 +246,9 @@ def test_wrong_resolution_and_class_sorted_rows(weights, batches, tmp_path):
 def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
     from cleanfid.fid import kernel_distance
 
-    from harness import cleanfid_backend as cb
-    from harness.metrics_fid import frechet_distance
-    from harness.npz_io import open_npz
+    from harness.evaluation import cleanfid_check as cb
+    from harness.evaluation.metrics import frechet_distance
+    from harness.sampling.npz import open_npz
 
     _, samples_arr, ref_arr = batches
     write_npz(tmp_path / "s.npz", {"arr_0": samples_arr[:3]})
@@ -283,7 +284,7 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
 def test_cleanfid_frechet_distance_agrees_with_ours():
     from cleanfid.fid import frechet_distance as cleanfid_fd
 
-    from harness.metrics_fid import feature_statistics, frechet_distance
+    from harness.evaluation.metrics import feature_statistics, frechet_distance
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(200, 32)), rng.normal(0.2, 1.1, size=(150, 32))
@@ -295,8 +296,9 @@ def test_cleanfid_frechet_distance_agrees_with_ours():
 
 def test_sample_then_eval_the_run_directory(weights, tmp_path):
     """The whole pipeline: varscale sample on a tiny random VAR, then varscale eval on its run directory."""
-    from harness.cli import main
     from sampling_kit import make_tiny_run
+
+    from harness.cli.main import main
 
     run = make_tiny_run(tmp_path)
     assert main(["sample", "--run", str(run), "--num-samples", "5", "--batch-size", "5", "--top-k", "50",

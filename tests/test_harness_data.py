@@ -4,14 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from harness_helpers import run_cli
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from harness.config import ConfigError, DataConfig, TrainConfig, from_dict
-from harness.data import DatasetError, GlobalBatchSampler, ImageFolderData, list_image_folder, preprocess
-from harness.synthetic import SyntheticImages, generate_image, write_imagefolder
-from harness_helpers import run_cli
+from harness.data.images import (
+    DatasetError,
+    GlobalBatchSampler,
+    ImageFolderData,
+    list_image_folder,
+    preprocess,
+)
+from harness.data.synthetic import SyntheticImages, generate_image, write_imagefolder
 
 
 def _gradient_image(width: int, height: int) -> Image.Image:

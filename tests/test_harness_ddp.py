@@ -7,9 +7,16 @@ import subprocess
 
 import pytest
 import torch
+from harness_helpers import (
+    VARSCALE,
+    make_tokenizer,
+    records,
+    subprocess_env,
+    tiny_run_config,
+    write_run,
+)
 
-from harness.train import train_run
-from harness_helpers import VARSCALE, make_tokenizer, records, subprocess_env, tiny_run_config, write_run
+from harness.training.loop import train_run
 
 
 def _free_port() -> int:

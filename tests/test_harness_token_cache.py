@@ -3,13 +3,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+from harness_helpers import (
+    learning_fields,
+    make_tokenizer,
+    records,
+    tiny_run_config,
+    write_run,
+)
 
 from harness.config import ConfigError, DataConfig, TokenizerRef
-from harness.synthetic import SyntheticImages
-from harness.token_cache import TokenCacheData, check_compatible, encode_dataset, read_header
-from harness.tokenizer_io import load_tokenizer
-from harness.train import train_run
-from harness_helpers import learning_fields, make_tokenizer, records, tiny_run_config, write_run
+from harness.data.synthetic import SyntheticImages
+from harness.data.token_cache import (
+    TokenCacheData,
+    check_compatible,
+    encode_dataset,
+    read_header,
+)
+from harness.tokenizer.storage import load_tokenizer
+from harness.training.loop import train_run
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import torch
+from harness_helpers import TINY_VQVAE
 
 from harness.config import DataConfig, TokenizerRef, TokenizerTrainConfig
-from harness.synthetic import SyntheticImages
-from harness.tokenizer_io import load_tokenizer
-from harness.tokenizer_train import quantizer_inputs, reinit_dead_codes, train_tokenizer
-from harness_helpers import TINY_VQVAE
+from harness.data.synthetic import SyntheticImages
+from harness.tokenizer.storage import load_tokenizer
+from harness.tokenizer.train import quantizer_inputs, reinit_dead_codes, train_tokenizer
 
 
 def _tiny_cfg(**overrides) -> TokenizerTrainConfig:

@@ -9,12 +9,19 @@ import time
 
 import pytest
 import torch
+from harness_helpers import (
+    VARSCALE,
+    learning_fields,
+    make_tokenizer,
+    records,
+    subprocess_env,
+    tiny_run_config,
+    write_run,
+)
 
-from harness.control import TrainControl
-from harness.train import train_run
-from harness.trainer import NonFiniteLossError
-from harness_helpers import (VARSCALE, learning_fields, make_tokenizer, records, subprocess_env, tiny_run_config,
-                             write_run)
+from harness.training.control import TrainControl
+from harness.training.loop import train_run
+from harness.training.step import NonFiniteLossError
 
 CONTRACT_FIELDS = ("split", "step", "images_seen", "tokens_seen", "train_flops", "wall_time_s", "throughput_img_s",
                    "mfu", "loss_mean", "loss_last", "err_mean", "err_last", "loss_per_scale", "err_per_scale")
@@ -61,7 +68,7 @@ def test_short_run_loss_falls_and_writes_per_scale_metrics(tmp_path, tokenizer):
     from safetensors.torch import load_file
 
     from harness.config import TokenizerRef
-    from harness.tokenizer_io import load_tokenizer
+    from harness.tokenizer.storage import load_tokenizer
     from models import VAR
     from models.registry import var_spec
 
@@ -173,7 +180,7 @@ def test_resume_refuses_a_changed_config(tmp_path, tokenizer):
 
 
 def test_missing_dataset_directory_fails_the_run_with_a_clear_error(tmp_path, tokenizer):
-    from harness.data import DatasetError
+    from harness.data.images import DatasetError
 
     run = write_run(tmp_path / "run", tiny_run_config(
         tokenizer, data={"source": "imagefolder", "root": str(tmp_path / "imagenet")}))
@@ -185,7 +192,7 @@ def test_missing_dataset_directory_fails_the_run_with_a_clear_error(tmp_path, to
 
 
 def test_checkpointer_falls_back_to_the_previous_checkpoint(tmp_path):
-    from harness.checkpointer import Checkpointer
+    from harness.training.checkpointer import Checkpointer
 
     ckpt = Checkpointer(tmp_path)
     ckpt.save({"step": 1, "w": torch.ones(3)})

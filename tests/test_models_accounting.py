@@ -9,8 +9,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import build_vae_var
-from models.flops import (block_causal_pairs, forward_flops, phi_flops_per_image, sample_flops_per_image,
-                          train_flops_per_image)
+from models.flops import (
+    block_causal_pairs,
+    forward_flops,
+    phi_flops_per_image,
+    sample_flops_per_image,
+    train_flops_per_image,
+)
 from models.params import param_counts
 from models.registry import TOKENIZERS, build, list_presets, var_spec
 

@@ -8,8 +8,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.checkpoint import (CheckpointError, load_official, load_state_dict_file, load_strict, load_vae_var,
-                               resolve_official_file, sha256_file)
+from models.checkpoint import (
+    CheckpointError,
+    load_official,
+    load_state_dict_file,
+    load_strict,
+    load_vae_var,
+    resolve_official_file,
+    sha256_file,
+)
 from models.registry import build, var_spec
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"

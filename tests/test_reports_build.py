@@ -11,7 +11,7 @@ import pytest
 
 from analysis.results import FitResults
 from analysis.synthetic import synthetic_sweep_table
-from harness.cli import main
+from harness.cli.main import main
 from reports import build_report
 
 DEPTHS = (6, 8, 10, 12, 16)

@@ -6,12 +6,20 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from harness.cli import main
-from harness.sample_merge import merge
-from harness.sampling import (SampleDir, SamplingError, SamplingProtocol, batch_seed, class_labels, protocol_header,
-                              run_shard, to_uint8)
 from sampling_kit import make_tiny_run
+
+from harness.cli.main import main
+from harness.sampling.loop import (
+    SampleDir,
+    SamplingError,
+    SamplingProtocol,
+    batch_seed,
+    class_labels,
+    protocol_header,
+    run_shard,
+    to_uint8,
+)
+from harness.sampling.merge import merge
 
 ARGS = ["--per-class", "2", "--batch-size", "4", "--top-k", "50", "--device", "cpu"]   # 20 samples, 5 batches
 
@@ -94,7 +102,7 @@ def test_submitit_local_jobs_one_per_shard(reference, run_dir, tmp_path):
 
 
 def test_resume_after_a_killed_shard_redoes_only_missing_batches(reference, run_dir, tmp_path):
-    from harness.sample_model import load_run_model, make_generate
+    from harness.sampling.load import load_run_model, make_generate
 
     var, info = load_run_model(run_dir)
     protocol = SamplingProtocol(num_classes=10, per_class=2, batch_size=4, top_k=50)

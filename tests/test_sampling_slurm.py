@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from harness.cli import main
 from sampling_kit import make_tiny_run
+
+from harness.cli.main import main
 
 pytestmark = pytest.mark.slurm
 

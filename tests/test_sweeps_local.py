@@ -9,13 +9,13 @@ import sys
 
 import pandas as pd
 import pytest
+from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
-from harness.cli import main
+from harness.cli.main import main
 from sweeps.launch import submit
 from sweeps.spec import load_spec
 from sweeps.state import SweepState
 from sweeps.status import sweep_status
-from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
 
 def test_local_sweep_end_to_end_resubmit_and_collect(monkeypatch, tmp_path, capsys):
@@ -90,7 +90,7 @@ def test_local_failure_is_marked_failed_with_error_and_log(monkeypatch, tmp_path
 
 @pytest.mark.slow
 def test_real_trainer_point_through_local_executor(tmp_path):
-    spec = load_spec(write_spec(tmp_path, "real", depths=(1,), trainer="harness.train:train_run",
+    spec = load_spec(write_spec(tmp_path, "real", depths=(1,), trainer="harness.training.loop:train_run",
                                 train={"total_steps": 8, "eval_every": 4}))
     report = submit(spec, poll_s=0.2)
     st = report.final[0]

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import submitit
+from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
-from harness.cli import main
+from harness.cli.main import main
 from sweeps.collect import collect_table
 from sweeps.launch import submit, wait_for
 from sweeps.points import expand
 from sweeps.spec import load_spec
 from sweeps.state import SweepState
 from sweeps.status import sweep_status
-from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
 pytestmark = pytest.mark.slurm
 TIME_LIMIT = {}  # the time-limit sweep, shared by the two tests that start and check it
@@ -66,7 +66,7 @@ def _uninterrupted_copy(run_dir: Path, dest: Path, train_fn) -> Path:
 
 
 def test_two_task_job_trains_with_gloo(tmp_path):
-    spec = load_spec(write_spec(tmp_path, "ddp", depths=(1,), executor="slurm", trainer="harness.train:train_run",
+    spec = load_spec(write_spec(tmp_path, "ddp", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
                                 train={"total_steps": 6, "eval_every": 3}, resources={"tasks_per_node": 2}))
     report = submit(spec, wait=True, wait_timeout_s=120)
     st = report.final[0]
@@ -142,7 +142,7 @@ def test_preemption_requeues_and_resumes_without_losing_steps(monkeypatch, tmp_p
 def test_failing_point_shows_failed_with_error_and_log(tmp_path, capsys):
     empty = tmp_path / "empty_imagenet"
     (empty / "train").mkdir(parents=True)
-    spec = load_spec(write_spec(tmp_path, "bad", depths=(1,), executor="slurm", trainer="harness.train:train_run",
+    spec = load_spec(write_spec(tmp_path, "bad", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
                                 train={"data": {"source": "imagefolder", "root": str(empty), "resolution": 32,
                                                 "num_classes": 4}}))
     point = submit(spec).submitted[0]
@@ -182,7 +182,7 @@ def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatc
 
 
 def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
-    spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.train:train_run",
+    spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
                                 train={"total_steps": 100, "eval_every": 20}, resources={"time_limit": 60}))
     point = submit(spec).submitted[0]
     run_dir = spec.sweep_dir / "points" / point
@@ -200,7 +200,7 @@ def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
     assert "REQUEUED" in _sacct_states(job_id)
     import torch
 
-    from harness.train import train_run
+    from harness.training.loop import train_run
 
     torch.set_num_threads(1)  # as in the job (cpus_per_task=1)
     reference = _uninterrupted_copy(run_dir, tmp_path / "reference", train_run)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sweeps_testlib import write_spec
 
-from harness.cli import main
+from harness.cli.main import main
 from sweeps.launch import submit
 from sweeps.points import expand
 from sweeps.resources import SpecError, parse_time_limit
 from sweeps.spec import load_spec
-from sweeps_testlib import write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 
 def _config_dict(config_file: Path | None, overrides: list[str]) -> dict:
-    from .config import ConfigError, load_json, parse_override
+    from harness.config import ConfigError, load_json, parse_override
 
     raw = load_json(config_file) if config_file else {}
     if not isinstance(raw, dict):
@@ -67,9 +67,9 @@ def _config_dict(config_file: Path | None, overrides: list[str]) -> dict:
 
 def _usage_errors(func):
     def wrapper(args):
-        from .cli import UsageError
-        from .config import ConfigError
-        from .data import DatasetError
+        from harness.cli.main import UsageError
+        from harness.config import ConfigError
+        from harness.data.images import DatasetError
 
         try:
             return func(args)
@@ -80,8 +80,15 @@ def _usage_errors(func):
 
 @_usage_errors
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, TrainConfig, first_difference, from_dict, save_json, to_dict
-    from .train import DERIVED_BLOCKS, read_run_config, train_run
+    from harness.config import (
+        ConfigError,
+        TrainConfig,
+        first_difference,
+        from_dict,
+        to_dict,
+    )
+    from harness.training.loop import DERIVED_BLOCKS, read_run_config, train_run
+    from models.files import save_json
 
     config_path = args.run_dir / "config.json"
     given = args.config is not None or args.overrides
@@ -99,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _absolute_paths(from_dict(TrainConfig, raw))
         cfg.validate()
         save_json(config_path, to_dict(cfg))
-    from .trainer import NonFiniteLossError
+    from harness.training.step import NonFiniteLossError
 
     try:
         result = train_run(args.run_dir)
@@ -118,7 +125,7 @@ def _absolute_paths(cfg):
     """Paths given on the command line are relative to the caller's directory; the run must not depend on it."""
     import os
 
-    from .config import PATH_OPTIONS
+    from harness.config import PATH_OPTIONS
 
     for group, name in PATH_OPTIONS:
         options = getattr(cfg, group)
@@ -128,7 +135,7 @@ def _absolute_paths(cfg):
 
 
 def _merge(base: dict, args: argparse.Namespace) -> dict:
-    from .config import load_json, parse_override
+    from harness.config import load_json, parse_override
 
     merged = json.loads(json.dumps(base))
     if args.config:
@@ -145,8 +152,8 @@ def _merge(base: dict, args: argparse.Namespace) -> dict:
 
 @_usage_errors
 def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
-    from .config import TokenizerTrainConfig, from_dict, load_json
-    from .tokenizer_train import train_tokenizer
+    from harness.config import TokenizerTrainConfig, from_dict, load_json
+    from harness.tokenizer.train import train_tokenizer
 
     raw = _config_dict(args.config, args.overrides)
     saved = args.out / "config.json"
@@ -162,10 +169,10 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 @_usage_errors
 def _cmd_tokenize(args: argparse.Namespace) -> int:
-    from .config import DataConfig, TokenizerRef, from_dict
-    from .distributed import resolve_device
-    from .token_cache import encode_dataset
-    from .tokenizer_io import load_tokenizer
+    from harness.config import DataConfig, TokenizerRef, from_dict
+    from harness.data.token_cache import encode_dataset
+    from harness.distributed import resolve_device
+    from harness.tokenizer.storage import load_tokenizer
 
     data_cfg = from_dict(DataConfig, _config_dict(args.config, args.overrides), prefix="data.")
     data_cfg.validate()
@@ -188,8 +195,8 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     import sys
 
-    from .cli import UsageError
-    from .synthetic import write_imagefolder
+    from harness.cli.main import UsageError
+    from harness.data.synthetic import write_imagefolder
 
     for name in ("classes", "train_size", "val_size", "resolution"):
         if getattr(args, name) <= 0:
@@ -203,7 +210,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 @_usage_errors
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from .data import check_image_folder
+    from harness.data.images import check_image_folder
 
     report = check_image_folder(args.root)
     print(json.dumps(report, indent=2))

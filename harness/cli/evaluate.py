@@ -1,4 +1,4 @@
-"""``varscale sample``, ``varscale eval`` and ``varscale assets``: argument parsing only; the work is elsewhere."""
+"""``varscale eval`` and ``varscale assets``: argument parsing only; the work is elsewhere."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,6 @@ import sys
 
 
 def register(subparsers) -> None:
-    _register_sample(subparsers)
     _register_eval(subparsers)
     _register_assets(subparsers)
 
@@ -48,12 +47,17 @@ def _register_eval(subparsers) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from harness.cli import UsageError
-    from harness.cleanfid_backend import MODES
-    from harness.config import save_json
-    from harness.evaluate import EvalConfig, default_output_path, evaluate, resolve_samples_path
-    from harness.inception import InceptionWeightsError
-    from harness.npz_io import SampleFormatError
+    from harness.cli.main import UsageError
+    from harness.evaluation.cleanfid_check import MODES
+    from harness.evaluation.evaluate import (
+        EvalConfig,
+        default_output_path,
+        evaluate,
+        resolve_samples_path,
+    )
+    from harness.evaluation.inception import InceptionWeightsError
+    from harness.sampling.npz import SampleFormatError
+    from models.files import save_json
 
     modes = tuple(m.strip() for m in args.cleanfid.split(",") if m.strip())
     if bad := [m for m in modes if m not in MODES]:
@@ -106,8 +110,8 @@ def _register_assets(subparsers) -> None:
 
 
 def _cmd_assets_fetch(args: argparse.Namespace) -> int:
-    from harness import assets
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
+    from harness.evaluation import assets
 
     try:
         names = assets.parse_names(args.what)
@@ -126,7 +130,7 @@ def _cmd_assets_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_assets_list(args: argparse.Namespace) -> int:
-    from harness import assets
+    from harness.evaluation import assets
 
     root = assets.cache_dir(args.cache_dir)
     rows = assets.status(root, verify=args.verify)
@@ -140,15 +144,3 @@ def _cmd_assets_list(args: argparse.Namespace) -> int:
             mark += ", sha256 ok" if row["verified"] else ", SHA256 MISMATCH"
         print(f"  {row['name']:<20} {mark:<26} {row['description']}")
     return 1 if any(r.get("verified") is False for r in rows) else 0
-
-
-# ----------------------------------------------------------------------------------------------------- sample
-
-def _register_sample(subparsers) -> None:
-    try:
-        from harness.cli_sample import register_sample
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.cli_sample":
-            raise
-        return
-    register_sample(subparsers)

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.files import atomic_write_text
-from harness.inception import InceptionExtractor, InceptionFeatures, varscale_cache_dir
-from harness.npz_io import ImageSource, sha256_source, write_npz
+from harness.evaluation.inception import (
+    InceptionExtractor,
+    InceptionFeatures,
+    varscale_cache_dir,
+)
+from harness.sampling.npz import ImageSource, sha256_source, write_npz
+from models.files import atomic_write_text
 
 FEATURE_PROTOCOL = ("adm-v1: torch-fidelity inception-v3-compat; pool_3 (2048); mixed_6/conv = Mixed_6d.branch1x1 "
                     "first 7 channels flattened HWC (2023); logits_unbiased (1008)")

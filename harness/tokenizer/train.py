@@ -27,12 +27,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .checkpointer import Checkpointer, capture_rng_states, restore_rng_states
-from .config import TokenizerTrainConfig, save_json, to_dict
-from .data import GlobalBatchSampler, build_image_datasets, collate
-from .distributed import resolve_device
-from .tokenizer_io import save_tokenizer
-from .train_metrics import MetricsLog
+from harness.config import TokenizerTrainConfig, to_dict
+from harness.data.images import GlobalBatchSampler, build_image_datasets, collate
+from harness.distributed import resolve_device
+from harness.tokenizer.storage import save_tokenizer
+from harness.training.checkpointer import (
+    Checkpointer,
+    capture_rng_states,
+    restore_rng_states,
+)
+from harness.training.metrics import MetricsLog
+from models.files import save_json
 
 DEAD_FRACTION = 0.03
 

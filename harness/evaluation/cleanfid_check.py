@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.inception import varscale_cache_dir
-from harness.npz_io import ImageSource, sha256_file
+from harness.evaluation.inception import varscale_cache_dir
+from harness.sampling.npz import ImageSource
+from models.files import sha256_file
 
 WEIGHTS_FILENAME = "inception-2015-12-05.pt"
 WEIGHTS_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/" + WEIGHTS_FILENAME
@@ -96,10 +97,10 @@ class CleanFidExtractor:
 def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int = 0,
             fid_method: str = "sqrtm") -> dict:
     """FID with clean-fid's own ``frechet_distance`` (scipy sqrtm) unless another exact ``fid_method`` of
-    ``harness.metrics_fid`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
+    ``harness.evaluation.metrics`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
     from cleanfid.fid import frechet_distance, kernel_distance
 
-    from harness.metrics_fid import frechet_distance as our_frechet_distance
+    from harness.evaluation.metrics import frechet_distance as our_frechet_distance
 
     mu1, sigma1 = sample_features.mean(0), np.cov(sample_features, rowvar=False)
     mu2, sigma2 = ref_features.mean(0), np.cov(ref_features, rowvar=False)
@@ -139,7 +140,7 @@ def write_random_cleanfid_weights(folder: str | os.PathLike, inception_weights: 
     """A TorchScript file with the interface clean-fid uses: ``.layers(x)`` on normalised 299x299 input giving
     (B, 2048, 1, 1), and ``forward(img, return_features)`` that resizes [0, 255] input itself. The trunk is
     torch-fidelity's architecture with the given (random) weights; NVIDIA's real file is their own port."""
-    from harness.inception import load_inception
+    from harness.evaluation.inception import load_inception
 
     tf_model, _ = load_inception(inception_weights)
     names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
-from .distributed import DistEnv, all_reduce_sum
-from .train_metrics import ScaleStats
+from harness.config import TrainConfig
+from harness.distributed import DistEnv, all_reduce_sum
+from harness.training.metrics import ScaleStats
 
 # official nowd keys (utils/lr_control.py filter_params via train.py)
 NO_WEIGHT_DECAY_KEYS = ("cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start",

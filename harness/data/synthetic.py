@@ -162,7 +162,7 @@ def write_imagefolder(out_dir: Path, num_classes: int, train_size: int, val_size
     """
     from tqdm import tqdm
 
-    from harness.npz_io import save_png
+    from harness.sampling.npz import save_png
 
     out_dir = Path(out_dir)
     image_size = image_size or round(1.125 * resolution)

@@ -1,6 +1,6 @@
 """The ADM evaluator's metrics on Inception features: FID, sFID, IS, precision and recall.
 
-Follows openai/guided-diffusion ``evaluations/evaluator.py`` (see docs of ``harness.evaluate`` for the protocol):
+Follows openai/guided-diffusion ``evaluations/evaluator.py`` (see docs of ``harness.evaluation.evaluate`` for the protocol):
 
 * Fréchet distance: mu = mean, sigma = ``np.cov(rowvar=False)`` in float64; ``tr sqrt(sigma1 sigma2)`` with
   ``scipy.linalg.sqrtm`` (retry with 1e-6 on the diagonals when not finite; an imaginary part above 1e-3 is an

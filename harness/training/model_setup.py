@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, TrainConfig
+from harness.config import ConfigError, TrainConfig
 
 
 def tokenizer_spec_of(vae, name: str = "run-tokenizer"):

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.sampling import SamplingError, SamplingProtocol
+from harness.sampling.loop import SamplingError, SamplingProtocol
 
 
 def load_run_model(run_dir: str | Path, device: str = "cpu"):
     """(var, model_info) for a finished run."""
+    from harness.tokenizer.storage import load_tokenizer
+    from harness.training.loop import read_run_config
+    from harness.training.model_setup import var_spec_for
     from models import VAR
-    from models.checkpoint import load_state_dict_file, load_strict, sha256_file
-
-    from harness.model_setup import var_spec_for
-    from harness.tokenizer_io import load_tokenizer
-    from harness.train import read_run_config
+    from models.checkpoint import load_state_dict_file, load_strict
+    from models.files import sha256_file
 
     run_dir = Path(run_dir)
     final = run_dir / "final" / "model.safetensors"
@@ -41,7 +41,12 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
 
 def load_preset_model(name: str, vae_path: str | None = None, var_path: str | None = None, device: str = "cpu"):
     """(var, model_info) for an official preset; paths default to the released files in the cache."""
-    from models.checkpoint import OFFICIAL_VAR_FILES, VAE_FILE, load_vae_var, resolve_official_file
+    from models.checkpoint import (
+        OFFICIAL_VAR_FILES,
+        VAE_FILE,
+        load_vae_var,
+        resolve_official_file,
+    )
     from models.registry import var_spec
 
     spec = var_spec(name)

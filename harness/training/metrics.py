@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .files import save_json, utc_now_iso
+from models.files import save_json, utc_now_iso
 
 # dense bf16 peak FLOP/s per device, for MFU when the config gives none (vendor data sheets, SXM parts)
 KNOWN_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,

@@ -12,8 +12,9 @@ import sys
 
 # module path -> the subcommands it registers (for the help text only)
 COMMAND_MODULES = [
-    "harness.cli_train",     # train, tokenizer, tokenize, data
-    "harness.cli_eval",      # sample, eval, assets
+    "harness.cli.train",     # train, tokenizer, tokenize, data
+    "harness.cli.sample",    # sample
+    "harness.cli.evaluate",  # eval, assets
     "sweeps.cli",            # sweep submit|status|collect
     "analysis.cli",          # fit, figures
     "reports.cli",           # report
@@ -33,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that part is not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)  # a missing module is an install error: let it show
     return parser
 
 
@@ -58,11 +53,3 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
     return int(result or 0)
-
-
-if __name__ == "__main__":
-    # `python -m harness.cli` runs this file as __main__; the subcommands raise harness.cli.UsageError, a class of
-    # the imported module, so dispatch through that module
-    from harness.cli import main as _main
-
-    sys.exit(_main())

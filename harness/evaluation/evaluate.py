@@ -1,6 +1,6 @@
 """``varscale eval``: score a sample batch against a reference batch under the ADM protocol, plus clean-fid.
 
-Protocol (openai/guided-diffusion ``evaluations/evaluator.py``, see ``harness.metrics_fid`` for the formulas):
+Protocol (openai/guided-diffusion ``evaluations/evaluator.py``, see ``harness.evaluation.metrics`` for the formulas):
 torch-fidelity's TF-ported Inception on uint8 images (TF1 bilinear resize to 299 inside); FID on pool_3 and sFID
 on mixed_6/conv[:7] against the reference's stored ``mu``/``sigma``/``mu_s``/``sigma_s`` when it has them (as ADM;
 otherwise computed from its images, with a warning); IS on the samples over 10 consecutive splits in file order;
@@ -19,9 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import metrics_fid as mf
-from harness.files import utc_now_iso
-from harness.npz_io import ImageSource, SampleFormatError, open_images, sha256_file, sha256_source
+from harness.evaluation import metrics as mf
+from harness.sampling.npz import (
+    ImageSource,
+    SampleFormatError,
+    open_images,
+    sha256_source,
+)
+from models.files import sha256_file, utc_now_iso
 
 PROTOCOL_SAMPLES = 50_000
 
@@ -107,8 +112,12 @@ def _fid(sample_feats, sample_stats, ref_feats, ref_stats, method):
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from harness.eval_cache import FEATURE_PROTOCOL, default_cache_dir, features_for
-    from harness.inception import InceptionExtractor
+    from harness.evaluation.feature_cache import (
+        FEATURE_PROTOCOL,
+        default_cache_dir,
+        features_for,
+    )
+    from harness.evaluation.inception import InceptionExtractor
 
     started = time.time()
     warnings: list[str] = []
@@ -161,7 +170,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "feature_cache": ref_cache,
             "statistics": "stored mu/sigma" if "mu" in ref.stats else "computed from its images"}
         if cfg.cleanfid_modes:
-            from harness.cleanfid_backend import evaluate_cleanfid
+            from harness.evaluation.cleanfid_check import evaluate_cleanfid
 
             cleanfid_result = evaluate_cleanfid(samples, ref, cfg.cleanfid_modes, cfg.cleanfid_weights_dir,
                                                 extractor.device, kid_seed=cfg.kid_seed, fid_method=cfg.fid_method)

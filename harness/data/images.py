@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DataConfig
+from harness.config import DataConfig
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -126,7 +126,7 @@ def check_image_folder(root: Path) -> dict:
 
 def build_image_datasets(cfg: DataConfig):
     """(train, val) image datasets for a data config; num_classes of an image folder must match the config."""
-    from .synthetic import SyntheticImages
+    from harness.data.synthetic import SyntheticImages
 
     if cfg.source == "synthetic":
         return (SyntheticImages("train", cfg.synthetic_train_size, cfg.resolution, cfg.num_classes, cfg.synthetic_seed),

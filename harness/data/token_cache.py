@@ -14,15 +14,14 @@ for both splits, so training from a cache has no random-crop augmentation; the h
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig, TokenizerRef, load_json, to_dict
-from .files import save_json, utc_now_iso
+from harness.config import ConfigError, DataConfig, TokenizerRef, load_json, to_dict
+from models.files import atomic_target, save_json, utc_now_iso
 
 FORMAT = "varscale-token-cache/1"
 VIEW = "centre crop of round(1.125*reso) Lanczos resize (the val transform) for both splits; no augmentation"
@@ -36,9 +35,7 @@ def _token_dtype(vocab_size: int):
 def encode_dataset(vae, tokenizer: TokenizerRef, data_cfg: DataConfig, out_dir: Path, batch_size: int = 64,
                    device: str | torch.device = "cpu", progress: bool = False) -> Path:
     """Encode the train and val splits of ``data_cfg`` into ``out_dir`` (see the module docstring)."""
-    from tqdm import tqdm
-
-    from .data import ImageFolderData, build_image_datasets, collate
+    from harness.data.images import ImageFolderData, build_image_datasets
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,25 +51,11 @@ def encode_dataset(vae, tokenizer: TokenizerRef, data_cfg: DataConfig, out_dir: 
     splits: dict[str, Any] = {}
     unreadable_total = 0
     for split, dataset in (("train", train), ("val", val)):
-        n = len(dataset)
-        tok_tmp, lab_tmp = out_dir / f".{split}_tokens.npy.tmp", out_dir / f".{split}_labels.npy.tmp"
-        tokens = np.lib.format.open_memmap(tok_tmp, mode="w+", dtype=dtype, shape=(n, L))
-        labels = np.lib.format.open_memmap(lab_tmp, mode="w+", dtype=np.int64, shape=(n,))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                             num_workers=data_cfg.workers, collate_fn=collate)
-        start = 0
-        for img, label, unreadable in tqdm(loader, desc=f"tokenizing {split}", disable=not progress, unit="batch"):
-            idx_BL = torch.cat(vae.img_to_idxBl(img.to(device)), dim=1).cpu().numpy()
-            tokens[start:start + len(label)] = idx_BL.astype(dtype)
-            labels[start:start + len(label)] = label.numpy()
-            start += len(label)
-            unreadable_total += unreadable
-        tokens.flush()
-        labels.flush()
-        del tokens, labels
-        os.replace(tok_tmp, out_dir / f"{split}_tokens.npy")
-        os.replace(lab_tmp, out_dir / f"{split}_labels.npy")
-        splits[split] = {"count": n, "tokens": f"{split}_tokens.npy", "labels": f"{split}_labels.npy"}
+        with (atomic_target(out_dir / f"{split}_tokens.npy") as tok_tmp,
+              atomic_target(out_dir / f"{split}_labels.npy") as lab_tmp):
+            unreadable_total += _encode_split(vae, dataset, tok_tmp, lab_tmp, dtype, L, batch_size, data_cfg.workers,
+                                              device, progress, split)
+        splits[split] = {"count": len(dataset), "tokens": f"{split}_tokens.npy", "labels": f"{split}_labels.npy"}
     header = {
         "format": FORMAT, "data": to_dict(source_cfg), "tokenizer": to_dict(tokenizer), "patch_nums": patch_nums,
         "L": L, "vocab_size": vae.vocab_size, "dtype": np.dtype(dtype).name, "view": VIEW, "splits": splits,
@@ -81,6 +64,33 @@ def encode_dataset(vae, tokenizer: TokenizerRef, data_cfg: DataConfig, out_dir: 
     }
     save_json(out_dir / "header.json", header)
     return out_dir
+
+
+def _encode_split(vae, dataset, tok_tmp: Path, lab_tmp: Path, dtype, L: int, batch_size: int, workers: int, device,
+                  progress: bool, split: str) -> int:
+    """Token ids and labels of one split into two .npy files (the atomic writer's temporaries); returns the count
+    of unreadable images."""
+    from tqdm import tqdm
+
+    from harness.data.images import collate
+
+    n = len(dataset)
+    unreadable_total = 0
+    tokens = np.lib.format.open_memmap(tok_tmp, mode="w+", dtype=dtype, shape=(n, L))
+    labels = np.lib.format.open_memmap(lab_tmp, mode="w+", dtype=np.int64, shape=(n,))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=collate)
+    start = 0
+    for img, label, unreadable in tqdm(loader, desc=f"tokenizing {split}", disable=not progress, unit="batch"):
+        idx_BL = torch.cat(vae.img_to_idxBl(img.to(device)), dim=1).cpu().numpy()
+        tokens[start:start + len(label)] = idx_BL.astype(dtype)
+        labels[start:start + len(label)] = label.numpy()
+        start += len(label)
+        unreadable_total += unreadable
+    tokens.flush()
+    labels.flush()
+    del tokens, labels
+    return unreadable_total
 
 
 def read_header(cache_dir: Path) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from models.files import atomic_target
+
 LAST, PREV = "last.pt", "last.prev.pt"
 
 
@@ -31,15 +33,10 @@ class Checkpointer:
     def save(self, state: dict[str, Any]) -> Path | None:
         if not self.is_writer:
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{LAST}.tmp"
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if self.last_path.exists():
-            os.replace(self.last_path, self.dir / PREV)
-        os.replace(tmp, self.last_path)
+        with atomic_target(self.last_path) as tmp:
+            torch.save(state, tmp)
+            if self.last_path.exists():  # keep the one before: load() falls back to it if the new one is torn
+                os.replace(self.last_path, self.dir / PREV)
         _fsync_dir(self.dir)
         return self.last_path
 

@@ -8,15 +8,13 @@ files carry no kwargs; for those the config's ``tokenizer.kwargs`` must be given
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.checkpoint import sha256_file
-
-from .config import ConfigError, TokenizerRef
+from harness.config import ConfigError, TokenizerRef
+from models.files import atomic_target, sha256_file
 
 # kwargs of VQVAE that change its behaviour or shapes; a tokenizer file records all of them
 KWARG_NAMES = ("vocab_size", "z_channels", "ch", "ch_mult", "share_quant_resi", "v_patch_nums", "beta",
@@ -55,12 +53,9 @@ def save_state_dict_file(module: torch.nn.Module, path: Path, metadata: dict[str
     sees half a file, and a crash leaves the previous one."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
 
 
 def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -14,16 +14,32 @@ from typing import Any
 
 import torch
 
-from .checkpointer import Checkpointer, capture_rng_states, restore_rng_states
-from .config import ConfigError, TrainConfig, from_dict, load_json, save_json, to_dict
-from .control import TrainControl
-from .data import GlobalBatchSampler, build_image_datasets, collate
-from .distributed import DistEnv, broadcast_object, gather_objects, init_from_env, shutdown
-from .model_setup import build_var, model_block, protocol_block
-from .token_cache import TokenCacheData, check_compatible, read_header
-from .tokenizer_io import load_tokenizer, save_state_dict_file
-from .train_metrics import MetricsLog, ScaleStats, peak_flops_per_device, write_status
-from .trainer import NonFiniteLossError, Trainer
+from harness.config import ConfigError, TrainConfig, from_dict, load_json, to_dict
+from harness.data.images import GlobalBatchSampler, build_image_datasets, collate
+from harness.data.token_cache import TokenCacheData, check_compatible, read_header
+from harness.distributed import (
+    DistEnv,
+    broadcast_object,
+    gather_objects,
+    init_from_env,
+    shutdown,
+)
+from harness.tokenizer.storage import load_tokenizer, save_state_dict_file
+from harness.training.checkpointer import (
+    Checkpointer,
+    capture_rng_states,
+    restore_rng_states,
+)
+from harness.training.control import TrainControl
+from harness.training.metrics import (
+    MetricsLog,
+    ScaleStats,
+    peak_flops_per_device,
+    write_status,
+)
+from harness.training.model_setup import build_var, model_block, protocol_block
+from harness.training.step import NonFiniteLossError, Trainer
+from models.files import save_json
 
 DERIVED_BLOCKS = ("model", "protocol")
 CHECKPOINT_FORMAT = "varscale-train/1"

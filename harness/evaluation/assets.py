@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cleanfid_backend, inception
-from harness.files import atomic_target, atomic_write_text, utc_now_iso
+from harness.evaluation import cleanfid_check as cleanfid_backend
+from harness.evaluation import inception
+from models.files import atomic_target, atomic_write_text, utc_now_iso
 
 ADM_BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet"
 
@@ -140,7 +141,8 @@ def fetch(asset: Asset, root: Path, force: bool = False) -> Path:
     if existing is not None and not force:
         return existing
     if asset.hf_filename:
-        from models.checkpoint import resolve_official_file, sha256_file
+        from models.checkpoint import resolve_official_file
+        from models.files import sha256_file
 
         path = resolve_official_file(asset.hf_filename, cache_dir=root / "hf", offline=False)
         sha256 = sha256_file(path)
@@ -154,7 +156,7 @@ def fetch(asset: Asset, root: Path, force: bool = False) -> Path:
 
 def status(root: Path, verify: bool = False) -> list[dict]:
     """One row per known asset: present or not, and with ``verify`` whether its sha256 still matches."""
-    from harness.npz_io import sha256_file
+    from models.files import sha256_file
 
     manifest = read_manifest(root)
     rows = []

@@ -1,4 +1,4 @@
-"""``varscale sample``: argument parsing and the shard/merge flow (the protocol lives in harness.sampling)."""
+"""``varscale sample``: argument parsing and the shard/merge flow (the protocol lives in harness.sampling.loop)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import os
 import sys
 
 
-def register_sample(subparsers) -> None:
+def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sample", help="class-balanced samples for FID (VAR protocol by default), sharded and resumable",
         description="Generate N class-balanced samples into an ADM-format .npz (rows in a recorded random "
@@ -57,7 +57,7 @@ def _default_out(args) -> str:
     from pathlib import Path
 
     if not args.run:
-        from harness.cli import UsageError
+        from harness.cli.main import UsageError
 
         raise UsageError("--out is required with --model (e.g. --out samples/var_d16.npz)")
     n = args.num_samples or "balanced"
@@ -66,12 +66,17 @@ def _default_out(args) -> str:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError
-
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
     from harness.config import ConfigError
-    from harness.sample_merge import merge
-    from harness.sampling import SampleDir, SamplingError, SamplingProtocol, protocol_header, run_shard
+    from harness.sampling.loop import (
+        SampleDir,
+        SamplingError,
+        SamplingProtocol,
+        protocol_header,
+        run_shard,
+    )
+    from harness.sampling.merge import merge
+    from models.checkpoint import CheckpointError
 
     out = SampleDir(args.out or _default_out(args))
     try:
@@ -92,7 +97,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                                     top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
                                     master_seed=args.seed, rounding=args.rounding, precision=args.precision,
                                     device_type=_device_type(device), cpu_threads=args.cpu_threads)
-        from harness.sample_model import make_generate
+        from harness.sampling.load import make_generate
 
         generate = make_generate(var, protocol, device)
         out.claim(protocol_header(protocol, info))
@@ -118,7 +123,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _shard_setup(args):
-    from harness.cli import UsageError
+    from harness.cli.main import UsageError
 
     if args.shard is not None or args.num_shards is not None:
         shard, num_shards = args.shard or 0, args.num_shards or 1
@@ -140,7 +145,7 @@ def _device_type(device: str) -> str:
 
 
 def _load(args, device: str):
-    from harness.sample_model import load_preset_model, load_run_model
+    from harness.sampling.load import load_preset_model, load_run_model
 
     if args.run:
         return load_run_model(args.run, device)
@@ -164,8 +169,8 @@ def _forward_argv(args, out) -> list[str]:
 def _submit(args, out) -> int:
     from pathlib import Path
 
-    from harness.cli import UsageError
-    from harness.sample_submit import SubmitError, submit_shards
+    from harness.cli.main import UsageError
+    from harness.sampling.submit import SubmitError, submit_shards
 
     if not (args.run or args.model):
         raise UsageError("give the model: --run RUN_DIR or --model VAR-d16")

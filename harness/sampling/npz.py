@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from models.checkpoint import sha256_file  # noqa: F401  (re-exported for the evaluation modules)
+from models.files import atomic_target, sha256_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
@@ -144,8 +144,6 @@ def write_npz(path: str | os.PathLike,
     A value is either an array or ``(shape, dtype, chunks)``, where ``chunks`` yields C-ordered row blocks whose
     concatenation has that shape: this streams a 10 GB ``arr_0`` through bounded memory.
     """
-    from harness.files import atomic_target
-
     path = Path(path)
     with atomic_target(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
                                                      allowZip64=True) as zf:
@@ -215,9 +213,8 @@ def save_png(image_HWC: np.ndarray, target: Path) -> None:
     """One uint8 RGB image as a PNG, written atomically (a reader never opens half a file)."""
     from PIL import Image
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # two writing processes must not collide
-    Image.fromarray(image_HWC).save(tmp, format="PNG")
-    os.replace(tmp, target)
+    with atomic_target(target) as tmp:
+        Image.fromarray(image_HWC).save(tmp, format="PNG")
 
 
 def open_images(path: str | os.PathLike) -> ImageSource:

@@ -112,7 +112,7 @@ class SampleDir:
         return {b for b in range(num_batches) if self.batch_path(b).is_file()}
 
     def write_batch(self, b: int, images_NHWC: np.ndarray) -> None:
-        from harness.files import atomic_target
+        from models.files import atomic_target
 
         with atomic_target(self.batch_path(b)) as tmp, open(tmp, "wb") as fh:
             np.save(fh, images_NHWC)
@@ -120,7 +120,7 @@ class SampleDir:
     def claim(self, header: dict) -> None:
         """Write ``protocol.json`` or check that an existing one is the same protocol (resume safety)."""
         from harness.config import first_difference
-        from harness.files import save_json
+        from models.files import save_json
 
         header = json.loads(json.dumps(header))   # as it will read back (tuples become lists)
         self.parts.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,17 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.files import utc_now_iso
-from harness.npz_io import sha256_file, write_npz, write_png_folder
-from harness.sampling import (ROUNDING_RULES, SampleDir, SamplingError, SamplingProtocol, batch_seed,
-                              class_labels, row_permutation)
+from harness.sampling.loop import (
+    ROUNDING_RULES,
+    SampleDir,
+    SamplingError,
+    SamplingProtocol,
+    batch_seed,
+    class_labels,
+    row_permutation,
+)
+from harness.sampling.npz import write_npz, write_png_folder
+from models.files import save_json, sha256_file, utc_now_iso
 
 
 def merge(out: SampleDir, png: bool = False, rows_per_chunk: int = 1024) -> Path:
@@ -50,8 +57,7 @@ def merge(out: SampleDir, png: bool = False, rows_per_chunk: int = 1024) -> Path
 
 
 def _write_sidecar(out: SampleDir, header: dict, protocol: SamplingProtocol, perm: np.ndarray, png: bool) -> None:
-    from harness.config import save_json
-    from harness.evaluate import library_versions
+    from harness.evaluation.evaluate import library_versions
 
     counts = np.bincount(class_labels(protocol.num_samples, protocol.num_classes), minlength=protocol.num_classes)
     save_json(out.sidecar, {
