@@ -42,7 +42,7 @@ def bench_features(device: str, images: int, batch_size: int, resolution: int) -
 
 
 def bench_precision_recall(device: str, n_samples: int, n_ref: int, chunk: int) -> float:
-    from harness.evaluation.metrics import precision_recall
+    from harness.evaluation.precision_recall import precision_recall
 
     rng = np.random.default_rng(0)
     samples = rng.standard_normal((n_samples, 2048), dtype=np.float32)

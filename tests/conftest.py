@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("VARSCALE_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
+# the official code's vectors travel with the repository (tests/golden/README.md says how they were made);
+# VARSCALE_GOLDEN_DIR points the tests at another copy, e.g. a regenerated one
+GOLDEN_DIR = Path(os.environ.get("VARSCALE_GOLDEN_DIR", REPO_ROOT / "tests" / "golden"))
 
 
 @pytest.fixture(scope="session")

@@ -97,10 +97,10 @@ class CleanFidExtractor:
 def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int = 0,
             fid_method: str = "sqrtm") -> dict:
     """FID with clean-fid's own ``frechet_distance`` (scipy sqrtm) unless another exact ``fid_method`` of
-    ``harness.evaluation.metrics`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
+    ``harness.evaluation.fid`` is asked for (``gram`` is much faster for a few hundred images); KID as clean-fid."""
     from cleanfid.fid import frechet_distance, kernel_distance
 
-    from harness.evaluation.metrics import frechet_distance as our_frechet_distance
+    from harness.evaluation.fid import frechet_distance as our_frechet_distance
 
     mu1, sigma1 = sample_features.mean(0), np.cov(sample_features, rowvar=False)
     mu2, sigma2 = ref_features.mean(0), np.cov(ref_features, rowvar=False)

@@ -1,6 +1,6 @@
 """``varscale eval``: score a sample batch against a reference batch under the ADM protocol, plus clean-fid.
 
-Protocol (openai/guided-diffusion ``evaluations/evaluator.py``, see ``harness.evaluation.metrics`` for the formulas):
+Protocol (openai/guided-diffusion ``evaluations/evaluator.py``, formulas in ``fid.py``, ``inception_score.py`` and ``precision_recall.py``):
 torch-fidelity's TF-ported Inception on uint8 images (TF1 bilinear resize to 299 inside); FID on pool_3 and sFID
 on mixed_6/conv[:7] against the reference's stored ``mu``/``sigma``/``mu_s``/``sigma_s`` when it has them (as ADM;
 otherwise computed from its images, with a warning); IS on the samples over 10 consecutive splits in file order;
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.evaluation import metrics as mf
+from harness.evaluation import fid
+from harness.evaluation.inception_score import inception_score
+from harness.evaluation.precision_recall import precision_recall
 from harness.sampling.npz import (
     ImageSource,
     SampleFormatError,
@@ -100,13 +102,13 @@ def _class_sorted_warning(source: ImageSource, splits: int) -> str | None:
 
 
 def _stats(features: np.ndarray) -> dict:
-    mu, sigma = mf.feature_statistics(features)
+    mu, sigma = fid.feature_statistics(features)
     return {"mu": mu, "sigma": sigma}
 
 
 def _fid(sample_feats, sample_stats, ref_feats, ref_stats, method):
     method_used = method if (method != "gram" or sample_feats is not None or ref_feats is not None) else "sqrtm"
-    value = mf.frechet_distance(sample_stats["mu"], sample_stats["sigma"], ref_stats["mu"], ref_stats["sigma"],
+    value = fid.frechet_distance(sample_stats["mu"], sample_stats["sigma"], ref_stats["mu"], ref_stats["sigma"],
                                 method_used, sample_feats, ref_feats)
     return value, method_used
 
@@ -154,7 +156,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if samples.num_images < 2 * is_splits:
         is_splits = 1
         warnings.append(f"{samples.num_images} samples are too few for {cfg.is_splits} IS splits; IS uses 1 split")
-    is_mean, is_std, is_scores = mf.inception_score(sample_feats.logits, is_splits)
+    is_mean, is_std, is_scores = inception_score(sample_feats.logits, is_splits)
     metrics.update(is_mean=is_mean, is_std=is_std, is_splits=is_scores)
 
     inputs = {"samples": _describe(samples, samples_sha) | {"feature_cache": sample_cache}}
@@ -229,7 +231,7 @@ def _reference_metrics(cfg: EvalConfig, samples: ImageSource, sample_feats, ref:
     elif min(len(ref_feats), len(sample_feats)) <= cfg.pr_k:
         warnings.append(f"precision/recall need more than k={cfg.pr_k} images on each side; not computed")
     else:
-        metrics["precision"], metrics["recall"] = mf.precision_recall(
+        metrics["precision"], metrics["recall"] = precision_recall(
             sample_feats.pool, ref_feats.pool, cfg.pr_k, cfg.pr_chunk, cfg.pr_chunk, device)
     return method_used
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from harness.evaluation import metrics as mf
+from harness.evaluation import fid
+from harness.evaluation.inception_score import inception_score
+from harness.evaluation.precision_recall import precision_recall
 
 
 def _features(n, d, seed, shift=0.0):
@@ -27,9 +29,9 @@ def _fid_by_symmetric_roots(x1, x2):
 
 def test_fid_of_a_set_with_itself_is_zero():
     x = _features(400, 64, 0)
-    mu, sigma = mf.feature_statistics(x)
-    for method in mf.FID_METHODS:
-        assert abs(mf.frechet_distance(mu, sigma, mu, sigma, method, x, x)) < 1e-6, method
+    mu, sigma = fid.feature_statistics(x)
+    for method in fid.FID_METHODS:
+        assert abs(fid.frechet_distance(mu, sigma, mu, sigma, method, x, x)) < 1e-6, method
 
 
 @pytest.mark.parametrize("n1,n2", [(400, 300), (40, 30)])   # full-rank and rank-deficient covariances
@@ -40,24 +42,24 @@ def test_fid_matches_independent_computation_and_torch_fidelity(n1, n2):
     )
 
     x1, x2 = _features(n1, 64, 1), _features(n2, 64, 2, shift=0.3)
-    mu1, s1 = mf.feature_statistics(x1)
-    mu2, s2 = mf.feature_statistics(x2)
+    mu1, s1 = fid.feature_statistics(x1)
+    mu2, s2 = fid.feature_statistics(x2)
     expected = _fid_by_symmetric_roots(x1, x2)
     assert expected > 1.0
-    for method in mf.FID_METHODS:
-        assert mf.frechet_distance(mu1, s1, mu2, s2, method, x1, x2) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    for method in fid.FID_METHODS:
+        assert fid.frechet_distance(mu1, s1, mu2, s2, method, x1, x2) == pytest.approx(expected, rel=1e-6, abs=1e-6)
     for one_side in ((x1, None), (None, x2)):   # gram with only one side's raw features (a stored reference)
-        assert mf.frechet_distance(mu1, s1, mu2, s2, "gram", *one_side) == pytest.approx(expected, rel=1e-6)
+        assert fid.frechet_distance(mu1, s1, mu2, s2, "gram", *one_side) == pytest.approx(expected, rel=1e-6)
     # n >= d falls back to the d x d route (no 50k x 50k matrix at protocol scale), with the same value
-    assert mf.trace_sqrt_product_gram(x1, x2) == pytest.approx(mf.trace_sqrt_product_eigvals(s1, s2), rel=1e-6)
+    assert fid.trace_sqrt_product_gram(x1, x2) == pytest.approx(fid.trace_sqrt_product_eigvals(s1, s2), rel=1e-6)
     tf_fid = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(x1.astype(np.float64))),
                                       fid_features_to_statistics(torch.from_numpy(x2.astype(np.float64))), False)
-    assert mf.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(tf_fid["frechet_inception_distance"], rel=1e-6)
+    assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(tf_fid["frechet_inception_distance"], rel=1e-6)
 
 
 def test_fid_rejects_statistics_of_different_sizes():
     with pytest.raises(ValueError, match="different sizes"):
-        mf.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+        fid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
 def _class_sorted_logits(n_classes=20, per_class=25, seed=0):
@@ -72,7 +74,7 @@ def test_inception_score_matches_numpy_and_torch_fidelity_unshuffled():
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = _class_sorted_logits()
-    mean, std, scores = mf.inception_score(logits, num_splits=10)
+    mean, std, scores = inception_score(logits, num_splits=10)
     # numpy, by hand: consecutive splits of 50 rows
     manual = []
     for part in np.split(logits.astype(np.float64), 10):
@@ -90,11 +92,11 @@ def test_inception_score_consecutive_splits_differ_from_shuffled_on_class_sorted
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = _class_sorted_logits()
-    consecutive, _, _ = mf.inception_score(logits, num_splits=10)
+    consecutive, _, _ = inception_score(logits, num_splits=10)
     shuffled = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True)["inception_score_mean"]
     # each consecutive split sees only 2 of the 20 classes, so its marginal is narrow and IS collapses
     assert consecutive < 2.5 and shuffled > 6.0
-    permuted, _, _ = mf.inception_score(logits[np.random.default_rng(1).permutation(len(logits))], num_splits=10)
+    permuted, _, _ = inception_score(logits[np.random.default_rng(1).permutation(len(logits))], num_splits=10)
     assert permuted > 6.0
 
 
@@ -112,11 +114,11 @@ def test_precision_recall_match_brute_force_and_chunking_does_not_matter():
     refs = _features(120, 16, 4).astype(np.float64)
     expected = _brute_force_pr(samples, refs)
     assert 0.05 < expected[0] < 0.95 and 0.05 < expected[1] < 0.95   # a non-trivial case
-    whole = mf.precision_recall(samples, refs, dtype="float64")
-    chunked = mf.precision_recall(samples, refs, row_chunk=17, col_chunk=23, dtype="float64")
+    whole = precision_recall(samples, refs, dtype="float64")
+    chunked = precision_recall(samples, refs, row_chunk=17, col_chunk=23, dtype="float64")
     assert whole == pytest.approx(expected, abs=1e-12)
     assert chunked == whole
-    chunked32 = mf.precision_recall(samples, refs, row_chunk=7, col_chunk=11)
+    chunked32 = precision_recall(samples, refs, row_chunk=7, col_chunk=11)
     assert chunked32 == pytest.approx(expected, abs=2.0 / 120)   # float32: at most a borderline point may flip
 
 
@@ -124,8 +126,8 @@ def test_precision_recall_of_identical_sets_are_one_and_agree_with_torch_fidelit
     from torch_fidelity.metric_prc import calculate_precision_recall_full
 
     x = _features(100, 8, 5)
-    assert mf.precision_recall(x, x) == (1.0, 1.0)
+    assert precision_recall(x, x) == (1.0, 1.0)
     samples, refs = _features(90, 8, 6, shift=0.5), _features(80, 8, 7)
-    ours = mf.precision_recall(samples, refs, dtype="float64")
+    ours = precision_recall(samples, refs, dtype="float64")
     theirs = calculate_precision_recall_full(torch.from_numpy(samples).double(), torch.from_numpy(refs).double(), 3)
     assert ours == pytest.approx(theirs, abs=1e-6)   # torch-fidelity averages in float32

@@ -1,4 +1,4 @@
-"""Our VQVAE and VAR against vectors produced by the unmodified official code (see ../shared/golden/README.md)."""
+"""Our VQVAE and VAR against vectors produced by the unmodified official code (see tests/golden/README.md)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,14 @@ from safetensors.torch import load_file
 
 from models import VAR, VQVAE
 
+# Token ids and random-number consumption must match exactly. Floats get a tolerance that holds on any x86 CPU:
+# at one thread (pinned below) the order of a sum still depends on the kernel the CPU picks (AVX2 or AVX-512),
+# which moves float32 results by a few ulps per layer, and classifier-free guidance (1+t)*cond - t*uncond with
+# cfg up to 4 multiplies that by up to 9. A 1.9e-5 (8.5e-6 relative) logit difference was seen on another
+# machine; RTOL = 5e-5 (about 400 ulps) covers it, while a real defect (a missing bias, a wrong scale) moves
+# logits by 1e-2 or more. The sampled ids are safe: the smallest top-two margin in the cases is 4.9e-4 relative.
 ATOL = 1e-5
+RTOL = 5e-5
 SAMPLING_CASES = ["var.ar_A", "var.ar_B", "var.ar_C", "var.ar_D", "var.ar_E", "var.ar_F", "var_saln.ar_A",
                   "var_pn10.ar_A"]
 
@@ -46,7 +53,7 @@ def test_tiny_tokenizer_encode_decode(golden):
     v, vae = golden["v"], golden["vae"]
     with torch.no_grad():
         f = vae.img_to_f(v["tiny.img"])
-        torch.testing.assert_close(f, v["tiny.f"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(f, v["tiny.f"], atol=ATOL, rtol=RTOL)
         # token ids from the stored latent must match exactly (no encoder noise involved)
         ids_from_f = vae.quantize.f_to_idxBl_or_fhat(v["tiny.f"], to_fhat=False)
         for si, ids in enumerate(ids_from_f):
@@ -54,17 +61,17 @@ def test_tiny_tokenizer_encode_decode(golden):
         ids = vae.img_to_idxBl(v["tiny.img"])
         assert torch.equal(torch.cat(ids, 1), v["tiny.idx_BL"])
         fhat = torch.stack(vae.quantize.f_to_idxBl_or_fhat(v["tiny.f"], to_fhat=True))
-        torch.testing.assert_close(fhat, v["tiny.fhat_per_scale"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(fhat, v["tiny.fhat_per_scale"], atol=ATOL, rtol=RTOL)
         ms_h = [vae.quantize.embedding(i).transpose(1, 2).reshape(4, 8, pn, pn)
                 for i, pn in zip(ids, vae.v_patch_nums)]
         fhat_from_idx = torch.stack(vae.quantize.embed_to_fhat(ms_h, all_to_max_scale=True, last_one=False))
-        torch.testing.assert_close(fhat_from_idx, v["tiny.fhat_from_idx_per_scale"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(fhat_from_idx, v["tiny.fhat_from_idx_per_scale"], atol=ATOL, rtol=RTOL)
         x_in = vae.quantize.idxBl_to_var_input(split_scales(v["tiny.idx_BL"], vae.v_patch_nums))
-        torch.testing.assert_close(x_in, v["tiny.x_BLCv_wo_first_l"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(x_in, v["tiny.x_BLCv_wo_first_l"], atol=ATOL, rtol=RTOL)
         decoded = vae.idxBl_to_img(split_scales(v["tiny.idx_BL"], vae.v_patch_nums), same_shape=True, last_one=True)
-        torch.testing.assert_close(decoded, v["tiny.decoded"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(decoded, v["tiny.decoded"], atol=ATOL, rtol=RTOL)
         recon = vae.img_to_reconstructed_img(v["tiny.img"], last_one=True)
-        torch.testing.assert_close(recon, v["tiny.decoded"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(recon, v["tiny.decoded"], atol=ATOL, rtol=RTOL)
 
 
 def test_ten_scale_tokenizer(golden):
@@ -73,13 +80,13 @@ def test_ten_scale_tokenizer(golden):
     with torch.no_grad():
         x = v["pn10.img_u8"].float().div(255)
         x = x.add(x).add_(-1)
-        torch.testing.assert_close(vae.img_to_f(x), v["pn10.f"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(vae.img_to_f(x), v["pn10.f"], atol=ATOL, rtol=RTOL)
         ids = vae.quantize.f_to_idxBl_or_fhat(v["pn10.f"], to_fhat=False)
         assert torch.equal(torch.cat(ids, 1), v["pn10.idx_BL"])
         fhat = torch.stack(vae.quantize.f_to_idxBl_or_fhat(v["pn10.f"], to_fhat=True))
-        torch.testing.assert_close(fhat, v["pn10.fhat_per_scale"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(fhat, v["pn10.fhat_per_scale"], atol=ATOL, rtol=RTOL)
         x_in = vae.quantize.idxBl_to_var_input(split_scales(v["pn10.idx_BL"], vae.v_patch_nums))
-        torch.testing.assert_close(x_in, v["pn10.x_BLCv_wo_first_l"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(x_in, v["pn10.x_BLCv_wo_first_l"], atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("name, x_key", [("var", "tiny"), ("var_saln", "tiny"), ("var_pn10", "pn10")])
@@ -87,7 +94,7 @@ def test_teacher_forced_logits(golden, name, x_key):
     v, model = golden["v"], golden[name]
     with torch.no_grad():
         logits = model(v[f"{name}.fwd.labels"], v[f"{x_key}.x_BLCv_wo_first_l"])
-    torch.testing.assert_close(logits, v[f"{name}.fwd.logits_BLV"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits, v[f"{name}.fwd.logits_BLV"], atol=ATOL, rtol=RTOL)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), v[f"{x_key}.idx_BL"].flatten()).item()
     assert ce == pytest.approx(golden["config"]["cases"][f"{name}.fwd"]["ce_mean"], abs=1e-5)
 
@@ -105,8 +112,8 @@ def test_sampling_cases(golden, case):
     rng_after = torch.rand(4, generator=model.rng) if args["g_seed"] is not None else torch.rand(4)
     assert torch.equal(torch.cat(out["idx_Bl"], 1), v[f"{case}.idx_BL"])
     assert torch.equal(out["labels"], v[f"{case}.labels_used"])
-    torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), v[f"{case}.logits_cfg_BLV"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(out["f_hat"], v[f"{case}.f_hat"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), v[f"{case}.logits_cfg_BLV"], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out["f_hat"], v[f"{case}.f_hat"], atol=ATOL, rtol=RTOL)
     assert torch.equal(rng_after, v[f"{case}.rng_after"]), "a different amount of randomness was consumed"
     if f"{case}.img_01" in v:
         if args["global_torch_manual_seed_before_call"] is not None:
@@ -114,7 +121,7 @@ def test_sampling_cases(golden, case):
         img = model.autoregressive_infer_cfg(args["B"], label_B, g_seed=args["g_seed"], cfg=args["cfg"],
                                              top_k=args["top_k"], top_p=args["top_p"],
                                              more_smooth=args["more_smooth"])
-        torch.testing.assert_close(img, v[f"{case}.img_01"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(img, v[f"{case}.img_01"], atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", ["var", "var_saln"])
@@ -130,4 +137,4 @@ def test_kv_cached_sampling_equals_teacher_forcing(golden, name):
             logits_tf = model(labels, x_in)
     finally:
         model.cond_drop_rate = rate
-    torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), logits_tf, atol=2e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), logits_tf, atol=2e-5, rtol=RTOL)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-TESTS_DIR = Path(__file__).resolve().parent
+SUPPORT_DIR = Path(__file__).resolve().parent
 FIXTURE_TRAINER = "sweeps_fixture_trainer:train_run"
 
 
@@ -26,8 +26,8 @@ def make_tokenizer(path: Path) -> Path:
 
 
 def use_fixture_trainer(monkeypatch, step_s: float = 0.01) -> None:
-    """Make tests/sweeps_fixture_trainer importable in job processes (local and SLURM inherit the environment)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+    """Make tests/support/sweeps_fixture_trainer importable in job processes (local and SLURM inherit the environment)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SUPPORT_DIR), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("VARSCALE_FIXTURE_STEP_S", str(step_s))
 
 

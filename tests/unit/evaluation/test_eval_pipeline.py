@@ -247,7 +247,7 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
     from cleanfid.fid import kernel_distance
 
     from harness.evaluation import cleanfid_check as cb
-    from harness.evaluation.metrics import frechet_distance
+    from harness.evaluation.fid import frechet_distance
     from harness.sampling.npz import open_npz
 
     _, samples_arr, ref_arr = batches
@@ -284,7 +284,7 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
 def test_cleanfid_frechet_distance_agrees_with_ours():
     from cleanfid.fid import frechet_distance as cleanfid_fd
 
-    from harness.evaluation.metrics import feature_statistics, frechet_distance
+    from harness.evaluation.fid import feature_statistics, frechet_distance
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(200, 32)), rng.normal(0.2, 1.1, size=(150, 32))

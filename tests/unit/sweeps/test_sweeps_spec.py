@@ -14,7 +14,7 @@ from sweeps.points import expand
 from sweeps.resources import SpecError, parse_time_limit
 from sweeps.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _edit(path: Path, **changes) -> Path:
