@@ -43,7 +43,7 @@ class PaperLaw:
         return f"VAR paper Eq. {self.equation_number}: {format_pure_power(self.beta, self.alpha, self.x, y)}"
 
 
-# Eqs. 11-16 of the NeurIPS text (reference evaluation.md A.4).
+# Eqs. 11-16 of the NeurIPS text (docs/references.md §1.2).
 PAPER_LAWS: tuple[PaperLaw, ...] = (
     PaperLaw(11, "loss_last", "N", 2.0, -0.23),
     PaperLaw(11, "loss_mean", "N", 2.5, -0.20),

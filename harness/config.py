@@ -68,7 +68,7 @@ class TokenizerRef:
 
 @dataclass
 class TrainConfig:
-    """One VAR training run. Defaults follow the official recipe where it applies (var-official.md c)."""
+    """One VAR training run. Defaults follow the official recipe where it applies (docs/references.md §2.3)."""
 
     tokenizer: TokenizerRef = field(default_factory=TokenizerRef)
     data: DataConfig = field(default_factory=DataConfig)

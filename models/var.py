@@ -201,7 +201,7 @@ class VAR(nn.Module):
     # ------------------------------------------------------------------ init
     def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
                      init_std: float = 0.02, conv_std_or_gain: float = 0.02) -> None:
-        """The official initialisation (see var-official.md b: truncated normal, scaled residual outputs)."""
+        """The official initialisation (docs/references.md §2.2: truncated normal, scaled residual outputs)."""
         if init_std < 0:
             init_std = (1 / self.C / 3) ** 0.5
         for m in self.modules():

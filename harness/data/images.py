@@ -1,6 +1,6 @@
 """Image data: an ImageNet-style folder with the official preprocessing, the synthetic set, and a resumable order.
 
-Official preprocessing (var-official.md c): the shorter side is resized to ``round(1.125 * reso)`` with Lanczos,
+Official preprocessing (docs/references.md §2.4): the shorter side is resized to ``round(1.125 * reso)`` with Lanczos,
 then a random crop (train) or a centre crop (val) of ``reso``; values mapped to [-1, 1]; no flip.
 
 Every sample is a tuple ``(image_3HW, label, n_unreadable)``. An unreadable file is reported by path (a warning)

@@ -1,6 +1,6 @@
 """Next-scale prediction with teacher forcing: one optimizer step, evaluation, and the state that resumes them.
 
-Follows the official trainer (var-official.md c): targets are the tokenizer's ids of all scales concatenated, the
+Follows the official trainer (docs/references.md §2.3): targets are the tokenizer's ids of all scales concatenated, the
 inputs ``idxBl_to_var_input`` computed outside autocast, cross-entropy averaged over all L tokens, AdamW (0.9,
 0.95) with the official no-weight-decay group, peak lr = base_lr * batch / 256 with warmup and ``lin0`` decay,
 grad-norm clipping, bf16/fp16 autocast on GPU (fp16 with the official GradScaler settings), fp32 on CPU.

@@ -19,7 +19,7 @@ from models.flops import (
 from models.params import param_counts
 from models.registry import TOKENIZERS, build, list_presets, var_spec
 
-# ../shared/reference/var-official.md section e
+# measured on the official classes: docs/references.md §2.6
 REFERENCE_TABLE = {
     16: (310_283_520, 1_732_608, 308_550_912, 302_219_520, 4_198_400, 310.06, 298.53),
     20: (600_917_136, 2_165_760, 598_751_376, 590_182_800, 5_246_976, 589.71, 571.69),
