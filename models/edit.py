@@ -9,7 +9,7 @@ so global colour and layout come from the image.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -6,8 +6,8 @@ token grid. ``inpaint`` and ``class`` regenerate the region and keep the rest (`
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

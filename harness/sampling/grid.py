@@ -6,8 +6,8 @@ every pixel stays visible and the captions fit; the grid never resamples larger 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

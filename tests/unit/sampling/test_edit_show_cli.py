@@ -159,3 +159,12 @@ def test_demo_inpaint_example_from_a_held_out_tensor(run_dir, var, tmp_path):
     with Image.open(io.BytesIO(out.read_bytes())) as grid:
         assert grid.size == (5 * MIN_TILE + 6 * GAP, CAPTION_H + MIN_TILE + 2 * GAP)
     np.testing.assert_array_equal(tile(out, 0, 0), to_uint8(held_out.unsqueeze(0).add(1).div(2))[0])
+
+
+def test_a_released_preset_without_its_weights_names_the_fetch_command(photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VARSCALE_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["edit", str(photo), "--model", "VAR-d16", "--box", "0,0,1,1", "--out", str(tmp_path / "e.png"),
+                 "--device", "cpu"]) == 1
+    assert "varscale assets fetch --what var-d16" in capsys.readouterr().err
+    assert main(["show", "--model", "VAR-d16", "--out", str(tmp_path / "s.png"), "--device", "cpu"]) == 1
+    assert "varscale assets fetch --what var-d16" in capsys.readouterr().err
