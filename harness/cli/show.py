@@ -43,6 +43,7 @@ def parse_classes(text: str | None, num_classes: int) -> list[int]:
 def _cmd_show(args: argparse.Namespace) -> int:
     import torch
 
+    from harness.cli.main import UsageError
     from harness.cli.preview_options import check_out, load_model, write_sidecar
     from harness.sampling.grid import labelled_grid, save_png
     from harness.sampling.loop import SamplingError, to_uint8
@@ -53,8 +54,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         var, info = load_model(args)
         classes = parse_classes(args.classes, var.num_classes)
         if args.top_k > var.V:
-            raise SamplingError(f"top_k={args.top_k} exceeds the vocabulary size {var.V} of this model; pass "
-                                f"--top-k {var.V} or smaller (0 disables top-k)")
+            raise UsageError(f"top_k={args.top_k} exceeds the vocabulary size {var.V} of this model; pass "
+                             f"--top-k {var.V} or smaller (0 disables top-k)")
         labels = torch.tensor([c for c in classes for _ in range(args.count)], device=args.device)
         threads = torch.get_num_threads()
         if torch.device(args.device).type == "cpu":

@@ -83,6 +83,9 @@ def keep_mask_for(region_hw: torch.Tensor, mode: str) -> torch.Tensor:
     keep_hw = region_hw if mode == "outpaint" else 1 - region_hw
     if bool(keep_hw.bool().all()):
         pn = region_hw.shape[-1]
+        if mode == "outpaint":
+            raise EditError(f"the region covers the whole {pn}x{pn} token grid, so out-painting has nothing to "
+                            f"generate; make the box or mask smaller")
         raise EditError(f"the region covers no token of the {pn}x{pn} token grid, so nothing would be generated; "
                         f"make the box or mask larger")
     return keep_hw

@@ -104,6 +104,7 @@ def test_edit_modes_and_a_mask_image(run_dir, photo, tmp_path):
     (["--box", "0.5,0.2,0.5,0.8"], "box 0.5,0.2,0.5,0.8 is empty"),
     (["--box", "a,b,c,d"], "--box 'a,b,c,d' must be four fractions"),
     (["--box", "0.4,0.4,0.45,0.45"], "covers no token of the 4x4 token grid"),
+    (["--box", "0,0,1,1", "--mode", "outpaint"], "covers the whole 4x4 token grid, so out-painting has nothing"),
     (["--box", "0,0,1,1", "--mode", "class", "--class", "10"], "--class 10 is out of range: this model has classes 0..9"),
     (["--box", "0,0,1,1", "--mode", "class"], "--mode class needs --class N"),
     (["--box", "0,0,1,1", "--class", "2"], "--class is only for --mode class"),
@@ -149,6 +150,9 @@ def test_show_grid_rows_are_the_requested_classes_and_repeat_per_seed(run_dir, v
     assert main(["show", "--run", str(run_dir), "--classes", "4,12", "--out", str(tmp_path / "c.png"),
                  "--top-k", "0", "--device", "cpu"]) == 2
     assert "--classes 12 is out of range: this model has classes 0..9" in capsys.readouterr().err
+    assert main(["show", "--run", str(run_dir), "--out", str(tmp_path / "d.png"), "--device", "cpu"]) == 2
+    assert "top_k=900 exceeds the vocabulary size 256" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "d.png").exists()
 
 
 def test_demo_inpaint_example_from_a_held_out_tensor(run_dir, var, tmp_path):
