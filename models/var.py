@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .edit import keep_given_tokens
 from .quant import PATCH_NUMS_256
 from .sampling import gumbel_softmax_with_rng, sample_with_top_k_top_p_
 from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
@@ -122,12 +123,18 @@ class VAR(nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample_scales(self, B: int, label_B=None, g_seed: int | None = None, cfg: float = 1.5, top_k: int = 0,
-                      top_p: float = 0.0, more_smooth: bool = False, keep_logits: bool = False) -> dict:
+                      top_p: float = 0.0, more_smooth: bool = False, keep_logits: bool = False,
+                      input_img_tokens: Sequence[torch.Tensor] | None = None,
+                      edit_mask: torch.Tensor | None = None) -> dict:
         """KV-cached next-scale sampling with ramped classifier-free guidance.
 
         Returns a dict with `f_hat`, the per-scale sampled ids `idx_Bl` (list), the labels used and, with
-        `keep_logits`, the guided logits per scale before filtering.
+        `keep_logits`, the guided logits per scale before filtering. With `edit_mask` (see models/edit.py) the
+        positions it keeps take the codes of `input_img_tokens` (the edited image's ids per scale) instead of
+        the sampled ones; the draws stay the same, so the random-number consumption equals plain sampling.
         """
+        if edit_mask is not None:
+            self._check_edit_tokens(B, input_img_tokens)
         if top_k > self.V:
             raise ValueError(f"top_k={top_k} is larger than the vocabulary size {self.V}")
         device = self.lvl_1L.device
@@ -180,6 +187,9 @@ class VAR(nn.Module):
                 else:
                     h_BlC = quant.embedding(idx_Bl)
                 h_BChw = h_BlC.transpose(1, 2).reshape(B, self.Cvae, pn, pn)
+                if edit_mask is not None:
+                    given_BChw = quant.embedding(input_img_tokens[si].to(device)).transpose(1, 2)
+                    h_BChw = keep_given_tokens(edit_mask, h_BChw, given_BChw.reshape(B, self.Cvae, pn, pn))
                 f_hat, next_map = quant.get_next_autoregressive_input(si, len(self.patch_nums), f_hat, h_BChw)
                 if si != self.num_stages_minus_1:
                     pn_next = self.patch_nums[si + 1]
@@ -197,6 +207,26 @@ class VAR(nn.Module):
         """Sample B images, returned in [0, 1] with shape (B, 3, H, W)."""
         out = self.sample_scales(B, label_B, g_seed, cfg, top_k, top_p, more_smooth)
         return self.vae_proxy[0].fhat_to_img(out["f_hat"]).add_(1).mul_(0.5)
+
+    @torch.no_grad()
+    def autoregressive_infer_cfg_with_mask(self, B: int, label_B=None, g_seed: int | None = None, cfg: float = 1.5,
+                                           top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
+                                           input_img_tokens: Sequence[torch.Tensor] | None = None,
+                                           edit_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Zero-shot editing (the release's notebook function of this name): B images in [0, 1].
+
+        The null class (label -1 or num_classes) in-paints or out-paints; a class edits towards that class.
+        """
+        out = self.sample_scales(B, label_B, g_seed, cfg, top_k, top_p, more_smooth,
+                                 input_img_tokens=input_img_tokens, edit_mask=edit_mask)
+        return self.vae_proxy[0].fhat_to_img(out["f_hat"]).add_(1).mul_(0.5)
+
+    def _check_edit_tokens(self, B: int, input_img_tokens) -> None:
+        expected = [(B, pn * pn) for pn in self.patch_nums]
+        got = None if input_img_tokens is None else [tuple(t.shape) for t in input_img_tokens]
+        if got != expected:
+            raise ValueError(f"an edit needs the image's token ids per scale, shapes {expected} "
+                             f"(vae.img_to_idxBl of B images); got {got}")
 
     # ------------------------------------------------------------------ init
     def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,

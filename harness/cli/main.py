@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = [
     "harness.cli.train",     # train, tokenizer, tokenize, data
     "harness.cli.sample",    # sample
+    "harness.cli.show",      # show (sample grid)
+    "harness.cli.edit",      # edit (zero-shot in/out-painting, class editing)
     "harness.cli.evaluate",  # eval, assets
     "sweeps.cli",            # sweep submit|status|collect
     "analysis.cli",          # fit, figures
