@@ -66,7 +66,7 @@ def test_fitters_recover_known_laws_within_their_cis():
                         n_boot=1000, seed=0)
     saturating = results.get("loss_last", "N", "saturating")
     pure = results.get("loss_mean", "N", "paper")
-    assert saturating.n_boot == pure.n_boot == 1000
+    assert saturating.interval_method.startswith("profile likelihood") and pure.interval_method == "t (exact)"
     for fit, truth in ((saturating, {"E": E_TRUE, "X0": X0_TRUE, "alpha": ALPHA_TRUE}),
                        (pure, {"alpha": ALPHA_PURE, "beta": BETA_TRUE})):
         for name, value in truth.items():
@@ -75,32 +75,6 @@ def test_fitters_recover_known_laws_within_their_cis():
     assert saturating.params["alpha"] == pytest.approx(ALPHA_TRUE, rel=0.25)
     assert pure.params["alpha"] == pytest.approx(ALPHA_PURE, rel=0.05)
     assert pure.r < -0.99
-
-
-def test_bootstrap_cis_cover_the_truth_at_about_their_nominal_rate():
-    """40 independent noisy sweeps; 95% and 50% intervals from 200 resamples each."""
-    hits = {(level, name): [] for level in (0.95, 0.5) for name in ("sat_alpha", "sat_E", "pure_alpha")}
-    for seed in range(40):
-        table = synthetic_sweep_table(depths=PAPER_DEPTHS, evals_per_run=1, noise=0.01, seed=seed, laws=laws_in_n())
-        results = fit_sweep(table, metrics=("loss_last", "loss_mean"), against=("N",), chinchilla=False,
-                            n_boot=200, seed=seed)
-        saturating = results.get("loss_last", "N", "saturating")
-        pure = results.get("loss_mean", "N", "paper")
-        for level in (0.95, 0.5):
-            for key, fit, name, truth in (("sat_alpha", saturating, "alpha", ALPHA_TRUE),
-                                          ("sat_E", saturating, "E", E_TRUE),
-                                          ("pure_alpha", pure, "alpha", ALPHA_PURE)):
-                low, high = fit.interval(level)
-                hits[(level, key)].append(low[name] <= truth <= high[name])
-    rates = {key: float(np.mean(v)) for key, v in hits.items()}
-    print(rates)
-    for (level, key), rate in rates.items():
-        # binomial sd over 40 seeds is ~0.035 at 95% and ~0.08 at 50%; allow ~3 sd plus the bootstrap's
-        # known small-sample undercoverage
-        if level == 0.95:
-            assert 0.8 <= rate <= 1.0, rates
-        else:
-            assert 0.25 <= rate <= 0.75, rates
 
 
 def test_chinchilla_form_recovered_within_cis_when_n_and_d_vary():
@@ -149,17 +123,19 @@ def test_holdout_largest_predicts_the_largest_model_from_the_others():
     assert wrong["max_abs_rel_error"] > 10 * right["max_abs_rel_error"]  # the pure power law does not
 
 
-def test_bootstrap_is_seeded():
+def test_intervals_against_n_need_no_seed_and_the_chinchilla_bootstrap_is_seeded():
     table = synthetic_sweep_table(depths=(6, 8, 10, 12, 16), evals_per_run=4, noise=0.01, seed=1)
-    first = fit_sweep(table, metrics=("loss_last",), forms=("paper",), n_boot=100, seed=7).to_frame()
-    again = fit_sweep(table, metrics=("loss_last",), forms=("paper",), n_boot=100, seed=7).to_frame()
-    other = fit_sweep(table, metrics=("loss_last",), forms=("paper",), n_boot=100, seed=8).to_frame()
-    pd.testing.assert_frame_equal(first, again)
-    assert not np.allclose(first["ci_low"], other["ci_low"])
-    # each fit draws from a generator of its own: fitting more laws leaves this one's intervals unchanged
-    more = fit_sweep(table, forms=("saturating", "paper"), n_boot=100, seed=7).to_frame()
-    pd.testing.assert_frame_equal(first, more[(more["metric"] == "loss_last") & (more["form"] == "paper")]
-                                  .reset_index(drop=True))
+    first = fit_sweep(table, metrics=("loss_last",), against=("N",), n_boot=100, seed=7).to_frame()
+    other = fit_sweep(table, metrics=("loss_last",), against=("N",), n_boot=100, seed=8).to_frame()
+    pd.testing.assert_frame_equal(first, other)  # exact and profile intervals: nothing random
+    from analysis.synthetic import SyntheticLaw
+    laws = {"loss_last": SyntheticLaw(e_inf=1.8, a_coef=400.0, a_exp=0.34, b_coef=410.0, b_exp=0.28),
+            "loss_mean": FLAT, "err_last": FLAT, "err_mean": FLAT}
+    table = synthetic_sweep_table(depths=(6, 10, 14, 18), images_per_run=(3e5, 1e6, 3e6), evals_per_run=1,
+                                  noise=0.003, seed=5, laws=laws)
+    common = dict(metrics=("loss_last",), against=("N",), forms=("paper",), n_boot=100)
+    runs = [fit_sweep(table, seed=seed, **common).get("loss_last", "N,D", "chinchilla") for seed in (7, 7, 8)]
+    assert runs[0].ci_low == runs[1].ci_low and runs[0].ci_low != runs[2].ci_low
 
 
 def test_bad_input_gives_clear_errors():
@@ -199,7 +175,7 @@ def test_fit_sweep_recovers_the_paper_laws_in_compute_from_training_curves():
         fit = results.get(metric, "C", "paper")
         assert fit.params["alpha"] == pytest.approx(law.alpha, rel=1e-9)
         assert fit.params["beta"] == pytest.approx(law.beta, rel=1e-6)
-        assert fit.ci_low["alpha"] - 1e-9 <= law.alpha <= fit.ci_high["alpha"] + 1e-9
+        assert np.isnan(fit.ci_low["alpha"]) and any(flag.startswith("no interval") for flag in fit.flags)
         assert np.ptp(results.frontiers[metric]["C_pflops"]) > 1e5  # the frontier spans the 6 decades
 
 
