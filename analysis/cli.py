@@ -98,6 +98,13 @@ def print_fit_summary(fits) -> None:
               f"{f'{held:.2%}' if held is not None else '':>8}")
     for reason in fits.skipped:
         print(f"skipped: {reason}")
+    for note in fits.notes:
+        print(f"note: {note}")
+    rows = fits.flag_rows()
+    if rows:
+        print(f"FLAGS ({len(rows)}): fits not to take at face value")
+        for row in rows:
+            print(f"  {row['metric']} vs {row['x']}, {row['form']}: {row['flag']}")
 
 
 def _run(args: argparse.Namespace, figures: bool) -> int:
@@ -111,7 +118,7 @@ def _run(args: argparse.Namespace, figures: bool) -> int:
 
             paper_laws = None if args.paper_laws == "none" else args.paper_laws
             result = run_all(args.source, args.out, options, samples=args.samples, paper_laws=paper_laws,
-                             resolution=args.resolution, formats=_split(args.formats))
+                             resolution=args.resolution, formats=_split(args.formats), require_fits=True)
         else:
             from analysis.pipeline import run_fits
 

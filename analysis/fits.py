@@ -94,9 +94,8 @@ def _intervals(form: str, fit, x: np.ndarray, y: np.ndarray, level: float) -> di
     return saturating_intervals(fit, x, y, level)
 
 
-FRONTIER_NO_INTERVAL = ("no interval: the Pareto frontier keeps the records with favourable noise, and no "
-                        "resampling of runs or records reproduces that selection (a run bootstrap covered 80% "
-                        "at a nominal 95% in simulation); the point estimate is descriptive")
+FRONTIER_NO_INTERVAL = ("no interval: a frontier fit keeps the records with favourable noise, which no resampling "
+                        "of runs reproduces (a run bootstrap covered 80% at a nominal 95%; docs/analysis.md)")
 
 
 def fit_law(form: str, x: np.ndarray, y: np.ndarray, level: float = 0.95, metric: str = "", x_name: str = "N",

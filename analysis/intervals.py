@@ -25,7 +25,8 @@ from analysis.powerlaw import FitError, check_positive_points
 
 # alpha of the saturating law above this, or E within this factor of the smallest loss, is the box's edge
 ALPHA_MAX = 20.0
-E_FLOOR_NATS = 30.0  # e may go this far (in log units) below log(min L): E ~ 1e-13 * min L is "E = 0"
+E_FLOOR_NATS = 30.0
+N_STARTS = 4  # e may go this far (in log units) below log(min L): E ~ 1e-13 * min L is "E = 0"
 
 
 def t_quantile(level: float, dof: int) -> float:
@@ -116,9 +117,15 @@ def _least_squares(log_x, log_y, start, lower, upper, fixed: int | None = None, 
     def residuals(sub):
         return _log_prediction(full(sub), log_x) - log_y
 
+    def jacobian(sub):
+        e, l0, alpha = full(sub)
+        power = alpha * (l0 - log_x)
+        w = np.exp(power - np.logaddexp(e, power))
+        return np.column_stack([1 - w, w * alpha, w * (l0 - log_x)])[:, free]
+
     x0 = np.clip(np.asarray(start, float)[free], lower[free] + 1e-12, upper[free] - 1e-12)
-    res = least_squares(residuals, x0, bounds=(lower[free], upper[free]), method="trf", xtol=1e-14,
-                        ftol=1e-14, gtol=1e-14, max_nfev=2000)
+    res = least_squares(residuals, x0, jac=jacobian, bounds=(lower[free], upper[free]), method="trf",
+                        xtol=1e-13, ftol=1e-13, gtol=1e-13, max_nfev=400)
     return full(res.x), float(2 * res.cost), res.status > 0
 
 
@@ -130,9 +137,12 @@ def fit_saturating_ls(x: np.ndarray, y: np.ndarray) -> SaturatingLSFit:
     log_x, log_y = np.log(x / scale), np.log(y)
     lower, upper = _box(log_x, log_y)
     floor = np.log(y.min())
+    grid = np.array([[floor + e_off, l0, alpha] for e_off, l0, alpha in itertools.product(
+        (-5.0, -2.0, -0.7, -0.2, -0.05, -0.01), np.linspace(-6.0, 6.0, 9), (0.05, 0.15, 0.4, 1.0, 2.5))])
+    grid_ssr = np.array([((_log_prediction(g, log_x) - log_y) ** 2).sum() for g in grid])
     best = None
-    for e_off, l0, alpha in itertools.product((-3.0, -0.7, -0.1, -0.01), (-3.0, 0.0, 3.0), (0.1, 0.5, 2.0)):
-        theta, ssr, ok = _least_squares(log_x, log_y, np.array([floor + e_off, l0, alpha]), lower, upper)
+    for start in grid[np.argsort(grid_ssr)[:N_STARTS]]:  # local searches from the best grid points
+        theta, ssr, ok = _least_squares(log_x, log_y, start, lower, upper)
         if best is None or ssr < best[1]:
             best = (theta, ssr, ok)
     theta, ssr, ok = best
