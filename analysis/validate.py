@@ -40,7 +40,7 @@ def check_metric_values(table: pd.DataFrame, source: str) -> None:
         if bad.any():
             rows = table[bad]
             first = rows.iloc[0]
-            raise TableError(f"{source}: run {first['point_id']} step {first['step']} has {column}={first[column]!r} "
+            raise TableError(f"{source}: run {first['point_id']} step {first['step']} has {column}={float(first[column]):g} "
                              f"({int(bad.sum())} such record(s) in run(s) {_runs(rows)}); losses and error rates must "
                              "be positive and finite: drop or re-evaluate those records (a missing value may be "
                              "left empty)")
