@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.intervals import ALPHA_MAX, E_FLOOR_NATS
+from analysis.intervals import ALPHA_MAX
 
 # a parameter within this many log units (or alpha units) of its box edge is "on the boundary"
 EDGE = 1e-3
+E_NEGLIGIBLE = 1e-6  # E below this fraction of the smallest loss changes no prediction: it is E = 0
 
 
 def unique(flags: list[str]) -> list[str]:
@@ -35,8 +36,9 @@ def outside_interval_flags(law) -> list[str]:
 def saturating_boundary_flags(fit, x: np.ndarray, y: np.ndarray) -> list[str]:
     e, _, alpha = fit.theta
     flags = []
-    if e <= np.log(np.min(y)) - E_FLOOR_NATS + EDGE:
-        flags.append("E at its lower boundary (E = 0): the data show no irreducible term")
+    if e <= np.log(np.min(y)) + np.log(E_NEGLIGIBLE):
+        flags.append(f"E at its lower boundary (E = {np.exp(e):.3g}, under {E_NEGLIGIBLE:g} of the smallest value): "
+                     "the data show no irreducible term")
     if alpha >= ALPHA_MAX - EDGE or alpha <= 1e-6 + EDGE:
         flags.append(f"alpha={alpha:.4g} at the edge of its range (0, {ALPHA_MAX:g}]")
     return flags

@@ -26,7 +26,8 @@ from analysis.powerlaw import FitError, check_positive_points
 # alpha of the saturating law above this, or E within this factor of the smallest loss, is the box's edge
 ALPHA_MAX = 20.0
 E_FLOOR_NATS = 30.0
-N_STARTS = 4  # e may go this far (in log units) below log(min L): E ~ 1e-13 * min L is "E = 0"
+N_STARTS = 4
+EXACT_SSR = 1e-24  # residual sum of squares per point below which the data are taken as exact  # e may go this far (in log units) below log(min L): E ~ 1e-13 * min L is "E = 0"
 
 
 def t_quantile(level: float, dof: int) -> float:
@@ -168,6 +169,9 @@ def saturating_intervals(fit: SaturatingLSFit, x: np.ndarray, y: np.ndarray, lev
         return {name: Interval(np.nan, np.nan, [f"{name}: {n} points for 3 parameters leave no degree of freedom "
                                                 "for an interval"]) for name in PARAM_NAMES}
     lower, upper = _box(log_x, log_y)
+    if fit.ssr <= EXACT_SSR * n:  # no residual scatter to calibrate with: the interval is the point
+        return {name: Interval(value, value, [f"{name}: the law passes through every point (exact data); its "
+                                              "interval has zero width"]) for name, value in fit.params().items()}
     threshold = t_quantile(level, dof) ** 2 * fit.ssr / dof
     out = {}
     for index, name in enumerate(PARAM_NAMES):
@@ -187,7 +191,7 @@ def _profile_one(fit, index, name, log_x, log_y, lower, upper, threshold) -> Int
         side = value > centre
         theta, ssr, _ = _least_squares(log_x, log_y, warm.get(side, fit.theta), lower, upper, index, value)
         warm[side] = theta
-        if ssr < fit.ssr - 1e-9 * max(fit.ssr, 1e-300):
+        if ssr < fit.ssr - max(1e-9 * fit.ssr, EXACT_SSR):
             flags.append(f"{name}: the profile found a better optimum than the reported fit (SSR {ssr:.3g} < "
                          f"{fit.ssr:.3g}); the estimate is not the minimum")
         known[float(value)] = ssr - fit.ssr - threshold
@@ -195,9 +199,6 @@ def _profile_one(fit, index, name, log_x, log_y, lower, upper, threshold) -> Int
 
     ends = []
     for direction, bound in ((-1, lower[index]), (1, upper[index])):
-        if threshold <= 0:  # exact fit: no residual scatter, the interval is the point
-            ends.append(centre)
-            continue
         inner, step = centre, max(1e-3, 1e-3 * abs(centre))
         found = None
         while True:
