@@ -27,11 +27,13 @@ OURS = "varscale (ours)"
 VAR_D30_PARAMS = 2_010_020_356
 COLUMNS = ["resolution", "family", "model", "fid", "is", "precision", "recall", "params_m", "steps", "rel_time",
            "origin", "source", "note"]
+# how each published number was measured and who measured it; every row must fill these (a test checks)
+PROTOCOL_COLUMNS = ["gen_resolution", "labels", "guidance", "primary_source"]
 
 
 def load_baselines(resolution: int | None = 256, path: Path | str | None = None) -> pd.DataFrame:
     table = pd.read_csv(path or BASELINES_CSV)
-    missing = [c for c in COLUMNS if c not in table.columns]
+    missing = [c for c in COLUMNS + PROTOCOL_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path or BASELINES_CSV}: missing column(s) {missing}")
     return table[table["resolution"] == resolution].reset_index(drop=True) if resolution else table
@@ -92,14 +94,17 @@ def load_eval_result(path: Path | str) -> dict:
             "is": metrics.get("is_mean", np.nan), "precision": metrics.get("precision", np.nan),
             "recall": metrics.get("recall", np.nan), "params_m": params / 1e6 if params else np.nan,
             "steps": np.nan, "rel_time": rel_time, "origin": OURS, "source": str(path), "note": "; ".join(note),
-            "time_estimated": estimated}
+            "time_estimated": estimated, "gen_resolution": resolution, "primary_source": str(path),
+            "labels": samples.get("label_order") or samples.get("labels") or "see the sample batch's protocol",
+            "guidance": f"cfg {samples['cfg']}" if samples.get("cfg") is not None else "see the sample batch's protocol"}
 
 
 def comparison_table(eval_paths: list[Path], resolution: int = 256, baselines: pd.DataFrame | None = None):
     """Published rows of `resolution` plus ours, sorted by FID (ours without FID last)."""
     published = load_baselines(resolution) if baselines is None else baselines
     published = published.assign(time_estimated=False)
-    ours = pd.DataFrame([load_eval_result(p) for p in eval_paths], columns=COLUMNS + ["time_estimated"])
+    ours = pd.DataFrame([load_eval_result(p) for p in eval_paths], columns=COLUMNS + PROTOCOL_COLUMNS
+                        + ["time_estimated"])
     table = pd.concat([published, ours], ignore_index=True) if len(ours) else published
     return table.sort_values("fid", na_position="last").reset_index(drop=True)
 

@@ -199,3 +199,20 @@ def test_nearly_flat_law_is_printed_as_a_coefficient_times_a_power(sweep):
     flat = type(fit)(**{**fit.__dict__, "params": {"alpha": -1e-4, "beta": float("inf")}, "intercept": 1.7})
     assert flat.equation.startswith(r"$L=5.5\cdot N^{-0.0001}")
     np.testing.assert_allclose(flat.predict(np.array([1.0, 2.0])), np.exp(1.7) * np.array([1.0, 2.0]) ** -1e-4)
+
+
+def test_every_published_row_names_its_source_and_protocol():
+    table = load_baselines(None)
+    for column in ("source", "primary_source", "gen_resolution", "labels", "guidance"):
+        empty = table[table[column].isna() | (table[column].astype(str).str.strip().str.len() == 0)]
+        assert empty.empty, (column, empty["model"].tolist())
+    by_model = table[table["resolution"] == 256].set_index("model")
+    # issue 12's corrections, typed from the stored READMEs (LlamaGen @ce98ec4, REPA-E)
+    for model, params in (("LlamaGen-L", 343), ("LlamaGen-L (384)", 343), ("LlamaGen-XL", 775),
+                          ("LlamaGen-XXL", 1400)):
+        assert by_model.loc[model, "params_m"] == params
+    for model in ("LlamaGen-L (384)", "LlamaGen-XL", "LlamaGen-XXL", "LlamaGen-3B"):
+        assert by_model.loc[model, "gen_resolution"] == 384 and "384" in by_model.loc[model, "note"]
+    assert by_model.loc["REPA-E (SiT-XL/1)", "fid"] == 1.12
+    assert "class-balanced" in by_model.loc["REPA-E (SiT-XL/1)", "labels"]
+    assert "5.84" in by_model.loc["REPA (SiT-XL/2)", "note"] and "class-balanced" in by_model.loc["REPA (SiT-XL/2)", "note"]
