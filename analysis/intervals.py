@@ -219,3 +219,17 @@ def _profile_one(fit, index, name, log_x, log_y, lower, upper, threshold) -> Int
     low = 0.0 if ends[0] is None else _natural(index, ends[0], fit.x_scale)
     high = np.inf if ends[1] is None else _natural(index, ends[1], fit.x_scale)
     return Interval(low, high, flags)
+
+
+def loglog_band(x: np.ndarray, y: np.ndarray, x_grid: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise t confidence band of the fitted line exp(c + alpha*log x) at x_grid (exact, like the intervals)."""
+    log_x, log_y, log_grid = np.log(x), np.log(y), np.log(x_grid)
+    dof = log_x.size - 2
+    mean_x = log_x.mean()
+    sxx = ((log_x - mean_x) ** 2).sum()
+    alpha = ((log_x - mean_x) * (log_y - log_y.mean())).sum() / sxx
+    c = log_y.mean() - alpha * mean_x
+    s = np.sqrt(((log_y - c - alpha * log_x) ** 2).sum() / dof)
+    half = t_quantile(level, dof) * s * np.sqrt(1 / log_x.size + (log_grid - mean_x) ** 2 / sxx)
+    centre = c + alpha * log_grid
+    return np.exp(centre - half), np.exp(centre + half)

@@ -93,7 +93,7 @@ def find_samples(root: Path, table: pd.DataFrame) -> Path | None:
 
 
 def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-            samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
+            samples: Path | str | None = None, paper_laws: str | None = "normalised", resolution: int = 256,
             formats=("png", "pdf"), require_fits: bool = False, **overrides) -> Analysis:
     """Fits, every figure and the baseline comparison of one sweep (or run, or table), written as one set.
 

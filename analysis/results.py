@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.laws import X_UNITS, format_number, format_pure_power, format_saturating
+from analysis.laws import X_UNITS, format_coefficient_power, format_number, format_saturating
 from models.files import atomic_write_text
 
 
@@ -74,10 +74,9 @@ class LawFit:
         y = "Err" if self.metric.startswith("err") else "L"
         p = self.params
         if self.form == "paper":
-            if self.intercept is not None and not 1e-30 < p["beta"] < 1e30:
-                # beta = exp(intercept / alpha) is unprintable for nearly flat data; same law as C * X^alpha
-                return rf"${y}={format_number(float(np.exp(self.intercept)))}\cdot {self.x}^{{{p['alpha']:.3g}}}$"
-            return format_pure_power(p["beta"], p["alpha"], self.x, y)
+            # (beta*X)^alpha written as C*X^alpha: beta is 1e-17 for nearly flat laws, C reads as the value at X=1
+            coefficient = np.exp(self.intercept) if self.intercept is not None else p["beta"] ** p["alpha"]
+            return format_coefficient_power(float(coefficient), p["alpha"], self.x, y)
         if self.form == "saturating":
             return format_saturating(p["E"], p["X0"], p["alpha"], self.x, y)
         return (rf"${y}={p['E']:.3g}+{format_number(p['A'])}/N^{{{p['a']:.3g}}}"

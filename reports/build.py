@@ -130,7 +130,7 @@ def environment_blocks(table: pd.DataFrame) -> list:
 
 
 def build_report(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-                 samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
+                 samples: Path | str | None = None, paper_laws: str | None = "normalised", resolution: int = 256,
                  title: str | None = None, formats=("png", "pdf"), **overrides) -> Path:
     """Fit, draw and write OUT/report.html and OUT/report.md; returns the HTML path."""
     analysis = run_all(source, out_dir, options, samples=samples, paper_laws=paper_laws, resolution=resolution,
