@@ -66,7 +66,9 @@ def fit_label(fit: LawFit) -> str:
 
 
 def size_text(n_billion: float) -> str:
-    return f"{n_billion * 1e3:.0f}M" if n_billion < 1 else f"{n_billion:.2g}B"
+    """18M, 2.0B, and for the demo's tiny models 31k."""
+    n = n_billion * 1e9
+    return f"{n / 1e3:.0f}k" if n < 1e6 else f"{n / 1e6:.0f}M" if n < 1e9 else f"{n / 1e9:.2g}B"
 
 
 def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
@@ -108,7 +110,10 @@ def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.nda
             continue
         ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
         if form == "paper" and np.isfinite(fit.ci_low["alpha"]) and fit.n_points > 2:
-            low, high = loglog_band(np.array(fit.x_values), np.array(fit.y_values), x_grid, fit.ci_level)
+            y = np.array(fit.y_values)
+            low, high = loglog_band(np.array(fit.x_values), y, x_grid, fit.ci_level)
+            # a band wider than the panel (3 points, 1 degree of freedom) is drawn to the panel's edge only
+            low, high = np.maximum(low, y.min() / 3), np.minimum(high, y.max() * 3)
             ax.fill_between(x_grid, low, high, color=FORM_STYLE[form]["color"], alpha=0.15, linewidth=0,
                             label=f"{int(round(fit.ci_level * 100))}% band of the C·N^α fit")
 

@@ -24,7 +24,7 @@ PANELS = (("loss_last", "N"), ("loss_mean", "N"), ("loss_last", "C"), ("loss_mea
 
 def _unusable(fit) -> str | None:
     if fit is None:
-        return "no fit E + (X0/X)^α"
+        return "no fit E + (X0/X)^α (too few sizes or failed: see the fits' skipped list)"
     bad = [flag for flag in fit.flags if flag.startswith("E") and ("boundary" in flag or "not identified" in flag)]
     return "E not identified: " + bad[0].split(":", 1)[-1].strip()[:60] if bad else None
 
