@@ -97,7 +97,8 @@ def load_eval_result(path: Path | str) -> dict:
             "steps": np.nan, "rel_time": rel_time, "origin": OURS, "source": str(path), "note": "; ".join(note),
             "time_estimated": estimated, "gen_resolution": resolution, "primary_source": str(path),
             "labels": samples.get("label_order") or samples.get("labels") or "see the sample batch's protocol",
-            "guidance": f"cfg {samples['cfg']}" if samples.get("cfg") is not None else "see the sample batch's protocol"}
+            "guidance": (f"cfg {samples['cfg']}" if samples.get("cfg") is not None
+                         else "see the sample batch's protocol")}
 
 
 def comparison_table(eval_paths: list[Path], resolution: int = 256, baselines: pd.DataFrame | None = None):

@@ -24,7 +24,12 @@ from threadpoolctl import threadpool_limits
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
 from analysis.flags import outside_interval_flags, saturating_boundary_flags, unique
 from analysis.frontier import pareto_frontier
-from analysis.intervals import Interval, fit_saturating_ls, loglog_intervals, saturating_intervals
+from analysis.intervals import (
+    Interval,
+    fit_saturating_ls,
+    loglog_intervals,
+    saturating_intervals,
+)
 from analysis.joint import fits_chinchilla, late_records
 from analysis.laws import X_UNITS
 from analysis.powerlaw import FitError, fit_loglog

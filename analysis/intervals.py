@@ -23,11 +23,10 @@ from scipy.optimize import brentq, least_squares
 
 from analysis.powerlaw import FitError, check_positive_points
 
-# alpha of the saturating law above this, or E within this factor of the smallest loss, is the box's edge
-ALPHA_MAX = 20.0
-E_FLOOR_NATS = 30.0
-N_STARTS = 4
-EXACT_SSR = 1e-24  # residual sum of squares per point below which the data are taken as exact  # e may go this far (in log units) below log(min L): E ~ 1e-13 * min L is "E = 0"
+ALPHA_MAX = 20.0     # the box of the law with a constant: alpha in (0, ALPHA_MAX] ...
+E_FLOOR_NATS = 30.0  # ... and log E down to log(min L) - 30, i.e. E ~ 1e-13 min L, which is E = 0
+N_STARTS = 4         # local least-squares searches from the best points of the start grid
+EXACT_SSR = 1e-24    # residual sum of squares per point below which the data are taken as exact
 
 
 def t_quantile(level: float, dof: int) -> float:

@@ -25,9 +25,9 @@ from analysis.baselines import (
 )
 from analysis.compute import COMPUTE_CONVENTION
 from analysis.fits import FitOptions, fit_sweep
+from analysis.outputs import staged_outputs
 from analysis.powerlaw import FitError
 from analysis.results import FitResults
-from analysis.outputs import staged_outputs
 from analysis.table import load_table
 from models.files import atomic_write_text
 

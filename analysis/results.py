@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.laws import X_UNITS, format_coefficient_power, format_number, format_saturating
+from analysis.laws import (
+    X_UNITS,
+    format_coefficient_power,
+    format_number,
+    format_saturating,
+)
 from models.files import atomic_write_text
 
 

@@ -40,10 +40,10 @@ def check_metric_values(table: pd.DataFrame, source: str) -> None:
         if bad.any():
             rows = table[bad]
             first = rows.iloc[0]
-            raise TableError(f"{source}: run {first['point_id']} step {first['step']} has {column}={float(first[column]):g} "
-                             f"({int(bad.sum())} such record(s) in run(s) {_runs(rows)}); losses and error rates must "
-                             "be positive and finite: drop or re-evaluate those records (a missing value may be "
-                             "left empty)")
+            raise TableError(f"{source}: run {first['point_id']} step {first['step']} has "
+                             f"{column}={float(first[column]):g} ({int(bad.sum())} such record(s) in run(s) "
+                             f"{_runs(rows)}); losses and error rates must be positive and finite: drop or "
+                             "re-evaluate those records (a missing value may be left empty)")
 
 
 def check_duplicate_keys(table: pd.DataFrame, source: str) -> None:
@@ -51,7 +51,8 @@ def check_duplicate_keys(table: pd.DataFrame, source: str) -> None:
     if duplicated.any():
         first = table[duplicated].iloc[0]
         raise TableError(f"{source}: run {first['point_id']} has {int(duplicated.sum())} records sharing (run, step, "
-                         f"split) keys, first at step {first['step']} split {first['split']!r} (runs {_runs(table[duplicated])}); "
+                         f"split) keys, first at step {first['step']} split {first['split']!r} "
+                         f"(runs {_runs(table[duplicated])}); "
                          "give each run a unique point_id and collect the sweep again (`varscale sweep collect`)")
 
 
@@ -105,20 +106,23 @@ def check_against_registry(table: pd.DataFrame, source: str) -> None:
         if per_image is not None and not pd.isna(per_image) and \
                 not any(abs(float(per_image) / f - 1) <= FLOPS_RTOL for f in flops):
             raise TableError(f"{source}: run {run['point_id']} has flops_train_per_image={float(per_image):g}, but "
-                             f"models.flops gives {sorted(set(flops))[0]:g} for {name} (per tokenizer: "
-                             f"{', '.join(f'{f:g}' for f in sorted(set(flops)))}); write the analytic count in raw FLOPs")
+                             f"models.flops gives {min(flops):g} for {name} (per tokenizer: "
+                             f"{', '.join(f'{f:g}' for f in sorted(set(flops)))}); write the analytic count "
+                             "in raw FLOPs")
 
 
 def check_flop_totals(table: pd.DataFrame, source: str) -> None:
     """train_flops = images seen x training FLOPs per image, and images seen = step x batch size."""
     if {"images_seen", "step", "batch_size"} <= set(table.columns):
         rows = table.dropna(subset=["images_seen", "step", "batch_size"])
-        ratio = rows["images_seen"].to_numpy(float) / (rows["step"].to_numpy(float) * rows["batch_size"].to_numpy(float))
+        expected_images = rows["step"].to_numpy(float) * rows["batch_size"].to_numpy(float)
+        ratio = rows["images_seen"].to_numpy(float) / expected_images
         bad = np.abs(ratio - 1) > FLOPS_RTOL
         if bad.any():
             first = rows[bad].iloc[0]
             raise TableError(f"{source}: run {first['point_id']} step {first['step']} has images_seen="
-                             f"{first['images_seen']:g}, not step x batch_size = {first['step'] * first['batch_size']:g}; "
+                             f"{first['images_seen']:g}, not step x batch_size = "
+                             f"{first['step'] * first['batch_size']:g}; "
                              "collect the run's metrics again")
     if {"train_flops", "images_seen", "flops_train_per_image"} <= set(table.columns):
         rows = table.dropna(subset=["train_flops", "images_seen", "flops_train_per_image"])

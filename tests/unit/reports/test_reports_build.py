@@ -125,7 +125,8 @@ def test_report_of_a_single_run_says_why_nothing_is_fitted(tmp_path):
     (run_dir / "config.json").write_text(json.dumps({"model": model, "base_lr": 1e-4}))
     (run_dir / "status.json").write_text(json.dumps({"state": "finished", "step": 30, "total_steps": 30}))
     records = [{"split": "val", "step": s, "images_seen": 64 * s, "tokens_seen": 64 * 680 * s,
-                "train_flops": model["flops_train_per_image"] * 64 * s, "loss_mean": 8.0 - s / 10, "loss_last": 8.3 - s / 10,
+                "train_flops": model["flops_train_per_image"] * 64 * s,
+                "loss_mean": 8.0 - s / 10, "loss_last": 8.3 - s / 10,
                 "err_mean": 0.99 - s / 1000, "err_last": 0.995 - s / 1000,
                 "loss_per_scale": [7.0 - s / 10, 8.0 - s / 10], "err_per_scale": [0.98, 0.99]} for s in (10, 20, 30)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
