@@ -15,7 +15,7 @@ METRICS = ("loss_last", "loss_mean", "err_last", "err_mean")
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="sweep directory, run directory, or collected table (.csv/.parquet)")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: SOURCE/analysis)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over runs (default 1000)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over runs of the E + A/N^a + B/D^b fit (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--aggregate", choices=("best", "mean", "all"), default="best",
@@ -37,10 +37,10 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("fit", help="fit the scaling laws of a sweep (with bootstrap CIs)",
-                              description="Fit power laws of test loss and token error against parameters and "
-                                          "compute, with bootstrap confidence intervals over runs and a "
-                                          "hold-out-largest extrapolation test.")
+    p = subparsers.add_parser("fit", help="fit the scaling laws of a sweep (confidence intervals, flags)",
+                              description="Check the table, then fit power laws of test loss and token error "
+                                          "against parameters and compute, with confidence intervals "
+                                          "(docs/analysis.md), flags and a hold-out-largest extrapolation test.")
     _add_fit_options(p)
     p.set_defaults(func=cmd_fit)
     p = subparsers.add_parser("figures", help="draw the paper's scaling figures for a sweep",

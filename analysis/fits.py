@@ -113,7 +113,7 @@ def fit_law(form: str, x: np.ndarray, y: np.ndarray, level: float = 0.95, metric
     names = list(fit.params())
     if with_intervals:
         intervals = _intervals(form, fit, x, y, level)
-        method = "t (exact)" if form == "paper" else "profile likelihood, t-calibrated"
+        method = "t (exact); Fieller for beta" if form == "paper" else "profile likelihood, t-calibrated"
     else:
         intervals = {name: Interval(np.nan, np.nan) for name in names}
         method = "none"

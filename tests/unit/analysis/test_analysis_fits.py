@@ -67,7 +67,7 @@ def test_fitters_recover_known_laws_within_their_cis():
                         n_boot=1000, seed=0)
     saturating = results.get("loss_last", "N", "saturating")
     pure = results.get("loss_mean", "N", "paper")
-    assert saturating.interval_method.startswith("profile likelihood") and pure.interval_method == "t (exact)"
+    assert saturating.interval_method.startswith("profile likelihood") and pure.interval_method.startswith("t (exact)")
     for fit, truth in ((saturating, {"E": E_TRUE, "X0": X0_TRUE, "alpha": ALPHA_TRUE}),
                        (pure, {"alpha": ALPHA_PURE, "beta": BETA_TRUE})):
         for name, value in truth.items():
