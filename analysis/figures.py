@@ -83,6 +83,7 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     low, high = ax.get_ylim()
+    low = low / (high / low) ** 0.08  # room below the lowest point for its size label
     if high / low < 10:
         # Less than a decade of data, where log ticks would leave it unlabelled: plain, evenly stepped
         # numbers over the data only (the legend's room above stays free of ticks).
