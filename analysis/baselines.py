@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
@@ -27,11 +28,13 @@ OURS = "varscale (ours)"
 VAR_D30_PARAMS = 2_010_020_356
 COLUMNS = ["resolution", "family", "model", "fid", "is", "precision", "recall", "params_m", "steps", "rel_time",
            "origin", "source", "note"]
+# how each published number was measured and who measured it; every row must fill these (a test checks)
+PROTOCOL_COLUMNS = ["gen_resolution", "labels", "guidance", "primary_source"]
 
 
 def load_baselines(resolution: int | None = 256, path: Path | str | None = None) -> pd.DataFrame:
     table = pd.read_csv(path or BASELINES_CSV)
-    missing = [c for c in COLUMNS if c not in table.columns]
+    missing = [c for c in COLUMNS + PROTOCOL_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path or BASELINES_CSV}: missing column(s) {missing}")
     return table[table["resolution"] == resolution].reset_index(drop=True) if resolution else table
@@ -92,28 +95,32 @@ def load_eval_result(path: Path | str) -> dict:
             "is": metrics.get("is_mean", np.nan), "precision": metrics.get("precision", np.nan),
             "recall": metrics.get("recall", np.nan), "params_m": params / 1e6 if params else np.nan,
             "steps": np.nan, "rel_time": rel_time, "origin": OURS, "source": str(path), "note": "; ".join(note),
-            "time_estimated": estimated}
+            "time_estimated": estimated, "gen_resolution": resolution, "primary_source": str(path),
+            "labels": samples.get("label_order") or samples.get("labels") or "see the sample batch's protocol",
+            "guidance": (f"cfg {samples['cfg']}" if samples.get("cfg") is not None
+                         else "see the sample batch's protocol")}
 
 
 def comparison_table(eval_paths: list[Path], resolution: int = 256, baselines: pd.DataFrame | None = None):
     """Published rows of `resolution` plus ours, sorted by FID (ours without FID last)."""
     published = load_baselines(resolution) if baselines is None else baselines
     published = published.assign(time_estimated=False)
-    ours = pd.DataFrame([load_eval_result(p) for p in eval_paths], columns=COLUMNS + ["time_estimated"])
+    ours = pd.DataFrame([load_eval_result(p) for p in eval_paths], columns=COLUMNS + PROTOCOL_COLUMNS
+                        + ["time_estimated"])
     table = pd.concat([published, ours], ignore_index=True) if len(ours) else published
     return table.sort_values("fid", na_position="last").reset_index(drop=True)
 
 
-def _scatter_families(ax, table: pd.DataFrame, x: str) -> None:
+def _scatter_families(ax, table: pd.DataFrame, x: str) -> list[tuple[float, float, str, str]]:
+    """Draw the points; returns (x, y, label, colour) of every drawn point for `place_labels`."""
     # The README rows repeat the VAR models with older numbers: kept in the table, left out of the plot.
     published = table[(table["origin"] != OURS) & (table["origin"] != "VAR README") & table[x].notna()
                       & table["fid"].notna()]
+    points = []
     for family, rows in published.groupby("family"):
-        ax.scatter(rows[x], rows["fid"], s=14, label=f"{family} (published)", alpha=0.85)
-        for _, row in rows.iterrows():
-            if row["origin"].startswith("VAR Table") and not row["model"].endswith("-re"):
-                ax.annotate(row["model"], (row[x], row["fid"]), fontsize=5, xytext=(2, 2),
-                            textcoords="offset points", alpha=0.8)
+        dots = ax.scatter(rows[x], rows["fid"], s=14, label=f"{family} (published)", alpha=0.85)
+        colour = dots.get_facecolor()[0]
+        points += [(row[x], row["fid"], row["model"], colour) for _, row in rows.iterrows()]
     ours = table[(table["origin"] == OURS) & table[x].notna() & table["fid"].notna()]
     if len(ours):
         estimated = ours["time_estimated"].astype(bool) if x == "rel_time" else np.zeros(len(ours), bool)
@@ -123,32 +130,80 @@ def _scatter_families(ax, table: pd.DataFrame, x: str) -> None:
             if len(rows):
                 ax.scatter(rows[x], rows["fid"], s=60, marker="*", facecolors=face, edgecolors="red",
                            label=label, zorder=5)
-                for _, row in rows.iterrows():
-                    ax.annotate(row["model"], (row[x], row["fid"]), fontsize=6, color="red", xytext=(3, -6),
-                                textcoords="offset points")
+                points += [(row[x], row["fid"], row["model"], "red") for _, row in rows.iterrows()]
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if points:  # room around the outermost points so that no marker or label is clipped
+        xs, ys = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+        ax.set_xlim(xs.min() / 1.6, xs.max() * 1.6)
+        ax.set_ylim(ys.min() / 1.15, ys.max() * 1.15)
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("FID, lower is better (published: 50K samples)")
     if ax.get_legend_handles_labels()[0]:  # nothing to list when no result exists at this resolution
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return points
+
+
+# label offsets in points, tried in order until one overlaps no label and no marker already placed
+LABEL_OFFSETS = [(3, 2, "left"), (-3, 2, "right"), (3, -7, "left"), (-3, -7, "right"), (0, 5, "center"),
+                 (0, -10, "center"), (6, -2, "left"), (-6, -2, "right"), (3, 9, "left"), (-3, 9, "right"),
+                 (3, -14, "left"), (-3, -14, "right"), (0, 13, "center"), (0, -18, "center")]
+
+
+def place_labels(ax, points: list[tuple[float, float, str, str]]) -> list:
+    """Label every point where its text overlaps no other label or marker and stays inside the axes."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((px, py)) for px, py, _, _ in points]
+    taken = [matplotlib.transforms.Bbox.from_extents(mx - 3, my - 3, mx + 3, my + 3) for mx, my in markers]
+    texts = []
+    for (px, py, label, colour), _ in sorted(zip(points, markers), key=lambda item: item[1][1]):
+        best, best_overlap = None, None
+        for dx, dy, ha in LABEL_OFFSETS:
+            text = ax.annotate(label, (px, py), xytext=(dx, dy), textcoords="offset points", fontsize=5,
+                               ha=ha, color="red" if isinstance(colour, str) else "0.15", annotation_clip=False)
+            box = text.get_window_extent(renderer).expanded(1.02, 1.05)
+            overlap = sum(_area(box, other) for other in taken if _area(box, other) > 0)
+            outside = not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1)
+            score = overlap + (1e6 if outside else 0)
+            if best is None or score < best_overlap:
+                if best is not None:
+                    best.remove()
+                best, best_overlap, best_box = text, score, box
+            else:
+                text.remove()
+            if score == 0:
+                break
+        taken.append(best_box)
+        texts.append(best)
+    return texts
+
+
+def _area(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
 
 
 def figure_fid_vs_params(table: pd.DataFrame) -> plt.Figure:
     apply_style()
-    fig, ax = plt.subplots(figsize=(FULL_WIDTH, 3.4))
-    _scatter_families(ax, table, "params_m")
+    fig, ax = plt.subplots(figsize=(FULL_WIDTH, 4.2))
+    points = _scatter_families(ax, table, "params_m")
     ax.set_xlabel("Parameters (millions)")
     fig.tight_layout()
+    place_labels(ax, points)
     return fig
 
 
 def figure_fid_vs_time(table: pd.DataFrame) -> plt.Figure:
     apply_style()
-    fig, ax = plt.subplots(figsize=(FULL_WIDTH, 3.4))
-    _scatter_families(ax, table, "rel_time")
+    fig, ax = plt.subplots(figsize=(FULL_WIDTH, 4.2))
+    points = _scatter_families(ax, table, "rel_time")
     ax.set_xlabel("Inference time relative to VAR-d30 (= 1)")
     fig.tight_layout()
+    place_labels(ax, points)
     return fig

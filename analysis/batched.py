@@ -19,18 +19,6 @@ from analysis.powerlaw import huber
 Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def saturating_model(log_x: np.ndarray) -> Model:
-    """log L = logaddexp(e, a - alpha * log x); theta = (e, a, alpha) as in analysis.powerlaw."""
-    def model(theta: np.ndarray):
-        e, a, alpha = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-        power = a - alpha * log_x[None, :]
-        pred = np.logaddexp(e, power)
-        w_power = np.exp(power - pred)
-        jac = np.stack([1 - w_power, w_power, -w_power * log_x[None, :]], axis=-1)
-        return pred, jac
-    return model
-
-
 def chinchilla_model(log_n: np.ndarray, log_d: np.ndarray) -> Model:
     """log L = LSE(e, a - a_exp log n, b - b_exp log d); theta = (e, a, a_exp, b, b_exp)."""
     def model(theta: np.ndarray):

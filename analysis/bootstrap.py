@@ -1,9 +1,9 @@
 """Bootstrap over runs: resample runs with replacement, refit, take percentile intervals.
 
 A resample is a row of counts (how often each run was drawn); refits become weighted fits of the same
-points, all resamples at once (closed form for the log-log law, analysis/batched.py for the robust forms).
-For laws against compute the frontier is rebuilt from the drawn runs, so a resample's weights are 1 on the
-records of its own frontier and 0 elsewhere. Resamples that cannot identify the law (too few distinct x values
+points, all resamples at once (analysis/batched.py). Only the Chinchilla form uses it now (analysis/joint.py);
+the other laws have exact or profile-likelihood intervals (analysis/intervals.py).
+Resamples that cannot identify the law (too few distinct x values
 drawn) are dropped and more are drawn, up to MAX_DRAW_FACTOR times the requested number; the count of
 usable resamples is reported with every fit.
 """
@@ -48,27 +48,6 @@ def distinct_present(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     onehot = np.zeros((codes.size, codes.max() + 1))
     onehot[np.arange(codes.size), codes] = 1
     return ((weights > 0).astype(float) @ onehot > 0).sum(axis=1)
-
-
-def frontier_weights(run_code: np.ndarray, y_sorted: np.ndarray, run_counts: np.ndarray) -> np.ndarray:
-    """(B, M) 0/1: is record m (records sorted by compute, then loss) on the frontier of resample b's runs."""
-    present = run_counts[:, run_code] > 0
-    masked = np.where(present, y_sorted[None, :], np.inf)
-    best_before = np.minimum.accumulate(
-        np.concatenate([np.full((masked.shape[0], 1), np.inf), masked[:, :-1]], axis=1), axis=1)
-    return (present & (masked < best_before)).astype(float)
-
-
-def weighted_loglog(log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slope and intercept of weighted least squares of log_y on log_x, one per row of weights."""
-    total = weights.sum(axis=1)
-    mean_x = weights @ log_x / total
-    mean_y = weights @ log_y / total
-    dx = log_x[None, :] - mean_x[:, None]
-    dy = log_y[None, :] - mean_y[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (weights * dx * dy).sum(axis=1) / (weights * dx * dx).sum(axis=1)
-    return slope, mean_y - slope * mean_x
 
 
 def draw_until(n_boot: int, draw: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

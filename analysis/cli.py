@@ -15,7 +15,8 @@ METRICS = ("loss_last", "loss_mean", "err_last", "err_mean")
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="sweep directory, run directory, or collected table (.csv/.parquet)")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: SOURCE/analysis)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over runs (default 1000)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples over runs of the E + A/N^a + B/D^b fit (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--aggregate", choices=("best", "mean", "all"), default="best",
@@ -37,10 +38,10 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("fit", help="fit the scaling laws of a sweep (with bootstrap CIs)",
-                              description="Fit power laws of test loss and token error against parameters and "
-                                          "compute, with bootstrap confidence intervals over runs and a "
-                                          "hold-out-largest extrapolation test.")
+    p = subparsers.add_parser("fit", help="fit the scaling laws of a sweep (confidence intervals, flags)",
+                              description="Check the table, then fit power laws of test loss and token error "
+                                          "against parameters and compute, with confidence intervals "
+                                          "(docs/analysis.md), flags and a hold-out-largest extrapolation test.")
     _add_fit_options(p)
     p.set_defaults(func=cmd_fit)
     p = subparsers.add_parser("figures", help="draw the paper's scaling figures for a sweep",
@@ -49,8 +50,9 @@ def register(subparsers) -> None:
     _add_fit_options(p)
     p.add_argument("--samples", type=Path, default=None,
                    help="sample batch (.npz) for the grid (default: the largest run's samples/*.npz)")
-    p.add_argument("--paper-laws", choices=("slope", "absolute", "none"), default="slope",
-                   help="draw the VAR paper's Eqs. 11-16: slope only (default), as published, or not")
+    p.add_argument("--paper-laws", choices=("normalised", "absolute", "none"), default="normalised",
+                   help="the VAR paper's Eqs. 11-16: on the quantity they describe (default: loss laws against "
+                        "(L-E)/E, error laws as published), all as published, or none")
     p.add_argument("--formats", default="png,pdf", help="figure formats (default png,pdf)")
     p.add_argument("--resolution", type=int, default=256, help="baseline table resolution (256 or 512)")
     p.set_defaults(func=cmd_figures)
@@ -98,6 +100,13 @@ def print_fit_summary(fits) -> None:
               f"{f'{held:.2%}' if held is not None else '':>8}")
     for reason in fits.skipped:
         print(f"skipped: {reason}")
+    for note in fits.notes:
+        print(f"note: {note}")
+    rows = fits.flag_rows()
+    if rows:
+        print(f"FLAGS ({len(rows)}): fits not to take at face value")
+        for row in rows:
+            print(f"  {row['metric']} vs {row['x']}, {row['form']}: {row['flag']}")
 
 
 def _run(args: argparse.Namespace, figures: bool) -> int:
@@ -111,7 +120,7 @@ def _run(args: argparse.Namespace, figures: bool) -> int:
 
             paper_laws = None if args.paper_laws == "none" else args.paper_laws
             result = run_all(args.source, args.out, options, samples=args.samples, paper_laws=paper_laws,
-                             resolution=args.resolution, formats=_split(args.formats))
+                             resolution=args.resolution, formats=_split(args.formats), require_fits=True)
         else:
             from analysis.pipeline import run_fits
 

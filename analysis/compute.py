@@ -16,7 +16,8 @@ COMPUTE_CONVENTION = {
          "included (as the VAR paper's tables count them); the VQVAE tokenizer is excluded",
     "N_wo_emb": "params_wo_emb: the same without embedding parameters (Kaplan et al.'s convention)",
     "C": "cumulative training compute = images seen x training FLOPs per image, training FLOPs per image = "
-         "3 x analytic forward FLOPs (forward + backward ~ 2 x forward)",
+         "3 x analytic forward FLOPs (forward + backward ~ 2 x forward) less the word embedding's input "
+         "gradient, which training never computes (models.flops.train_flops_per_image)",
     "forward_flops_include": "every matrix multiply of the transformer on all L tokens of the K scales "
                              "(attention projections, dense L x L attention scores and weighted sum with "
                              "the block-causal mask not exploited, FFN, AdaLN modulation, head); "

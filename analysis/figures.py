@@ -1,12 +1,14 @@
 """The paper's scaling figures for any collected sweep (matplotlib with seaborn styling, Agg backend).
 
 - `figure_vs_params(results)`: VAR Figure 5, test loss and token error against N, last scale and all scales,
-  log-log, each fitted law as a line with its equation in the legend;
+  log-log: runs labelled by size, the largest (held out in the extrapolation test) ringed, each fitted law with
+  a compact legend (C*N^alpha, the exponent's interval and r) and, for the pure power law, its exact 95% band;
 - `figure_vs_compute(table, results)`: VAR Figure 6, every run's validation curve against training compute
   (coloured by model size), the Pareto frontier and the laws fitted to it;
-- the paper's published laws (Eqs. 11-16) as dotted reference lines: `paper_laws="slope"` draws them with the
-  paper's exponent through the centre of our points (the paper's L is normalised by an unpublished L_inf, so
-  only its slope is comparable with raw cross-entropy), `"absolute"` as published, None not at all;
+- the paper's published laws (Eqs. 11-16), `paper_laws="normalised"` (default): its error laws on the error
+  panels (the same quantity, a fraction), its loss laws only in `figure_paper_normalised` (analysis/
+  figures_normalised.py), against (L - E)/E of our runs, the quantity they describe; `"absolute"` draws all
+  as published on the raw panels (not comparable for loss), None none;
 - `figure_per_scale(table)`, `figure_per_scale_curves(table)` and `figure_sample_grid(...)` in
   analysis/run_figures.py.
 Sizes are for a two-column paper: FULL_WIDTH inches wide, 8 pt text. `draw_all` writes every figure as PNG
@@ -27,6 +29,8 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullF
 
 from analysis.compute import add_compute_columns  # noqa: E402
 from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
+from analysis.figures_normalised import figure_paper_normalised  # noqa: E402
+from analysis.intervals import loglog_band  # noqa: E402
 from analysis.results import FitResults, LawFit  # noqa: E402
 from analysis.run_figures import (  # noqa: E402
     figure_per_scale,
@@ -47,9 +51,24 @@ def y_label(metric: str) -> str:
 
 
 def fit_label(fit: LawFit) -> str:
-    ci = f"α∈[{fit.ci_low['alpha']:.3g}, {fit.ci_high['alpha']:.3g}]" if np.isfinite(fit.ci_low["alpha"]) else ""
-    extra = f", r={fit.r:.4f}" if fit.r is not None else ""
-    return f"{fit.equation}{extra}\n{int(fit.ci_level * 100)}% CI {ci}" if ci else f"{fit.equation}{extra}"
+    """Two short lines: the law as C*X^alpha (or E + C*X^-alpha), then the exponent's interval and r."""
+    low, high = fit.ci_low.get("alpha"), fit.ci_high.get("alpha")
+    parts = []
+    if low is not None and high is not None and np.isfinite(low):
+        parts.append(f"α∈[{low:.3g}, {high if np.isfinite(high) else np.inf:.3g}]")
+    elif fit.x == "C":
+        parts.append("no interval (frontier)")
+    if fit.r is not None:
+        parts.append(f"r={fit.r:.3f}")
+    if fit.flags and not all(flag.startswith("no interval") for flag in fit.flags):
+        parts.append("flagged")
+    return f"{fit.equation}\n{', '.join(parts)}" if parts else fit.equation
+
+
+def size_text(n_billion: float) -> str:
+    """18M, 2.0B, and for the demo's tiny models 31k."""
+    n = n_billion * 1e9
+    return f"{n / 1e3:.0f}k" if n < 1e6 else f"{n / 1e6:.0f}M" if n < 1e9 else f"{n / 1e9:.2g}B"
 
 
 def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
@@ -64,6 +83,7 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     low, high = ax.get_ylim()
+    low = low / (high / low) ** 0.08  # room below the lowest point for its size label
     if high / low < 10:
         # Less than a decade of data, where log ticks would leave it unlabelled: plain, evenly stepped
         # numbers over the data only (the legend's room above stays free of ticks).
@@ -74,24 +94,43 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
     ax.set_ylim(low, high * (high / low) ** (legend_room / (1 - legend_room)))
 
 
-def _draw_reference(ax, metric: str, x_name: str, x_grid: np.ndarray, ys: np.ndarray, mode: str | None):
-    if mode is None:
+def _draw_reference(ax, metric: str, x_name: str, x_grid: np.ndarray, mode: str | None):
+    """The published law where it describes the plotted quantity (see the module docstring)."""
+    if mode is None or (mode == "normalised" and metric.startswith("loss")):
         return
     law = paper_law(metric, x_name)
-    values = law(x_grid)
-    label = f"VAR paper Eq. {law.equation_number} (α={law.alpha:g})"
-    if mode == "slope":  # same exponent, through the geometric centre of our points
-        centre_x = np.exp(np.mean(np.log(x_grid)))
-        values = values / law(centre_x) * np.exp(np.mean(np.log(ys)))
-        label += ", slope only"
-    ax.plot(x_grid, values, label=label, **REFERENCE_STYLE)
+    note = "" if metric.startswith("err") else " (normalised L: not comparable)"
+    ax.plot(x_grid, law(x_grid), label=f"VAR paper Eq. {law.equation_number}, as published{note}",
+            **REFERENCE_STYLE)
 
 
 def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.ndarray) -> None:
     for form in ("paper", "saturating"):
         fit = results.get(metric, x_name, form)
-        if fit is not None:
-            ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
+        if fit is None:
+            continue
+        ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
+        if form == "paper" and np.isfinite(fit.ci_low["alpha"]) and fit.n_points > 2:
+            y = np.array(fit.y_values)
+            low, high = loglog_band(np.array(fit.x_values), y, x_grid, fit.ci_level)
+            # a band wider than the panel (3 points, 1 degree of freedom) is drawn to the panel's edge only
+            low, high = np.maximum(low, y.min() / 3), np.minimum(high, y.max() * 3)
+            ax.fill_between(x_grid, low, high, color=FORM_STYLE[form]["color"], alpha=0.15, linewidth=0,
+                            label=f"{int(round(fit.ci_level * 100))}% band of the C·N^α fit")
+
+
+def _draw_points(ax, x: np.ndarray, y: np.ndarray, results: FitResults, metric: str) -> None:
+    ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
+    for k, (xi, yi) in enumerate(sorted(zip(x, y))):  # alternate below/above so neighbours do not collide
+        ax.annotate(size_text(xi), (xi, yi), xytext=(2, -9 if k % 2 == 0 else 4), textcoords="offset points",
+                    fontsize=5.5, color="0.25")
+    fit = results.get(metric, "N", "paper") or results.get(metric, "N", "saturating")
+    held = (fit.holdout if fit is not None else {}) or {}
+    if "predicted" in held:
+        error = held["max_abs_rel_error"]
+        ax.plot(held["x"], held["y"], "o", markersize=8, markerfacecolor="none", markeredgecolor="C3",
+                markeredgewidth=1.1, linestyle="none",
+                label=f"held out: predicted by a fit to the rest ({error:.1%} off)")
 
 
 def _panel_points(results: FitResults, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +143,7 @@ def _panel_points(results: FitResults, metric: str) -> tuple[np.ndarray, np.ndar
     return points["N_billion"].to_numpy(float), points[metric].to_numpy(float)
 
 
-def figure_vs_params(results: FitResults, paper_laws: str | None = "slope") -> plt.Figure:
+def figure_vs_params(results: FitResults, paper_laws: str | None = "normalised") -> plt.Figure:
     apply_style()
     requested = results.options.get("metrics", PANEL_ORDER)
     metrics = [m for m in PANEL_ORDER if m in requested]
@@ -121,18 +160,18 @@ def figure_vs_params(results: FitResults, paper_laws: str | None = "slope") -> p
             ax.text(0.5, 0.5, "no points to fit", ha="center", va="center", transform=ax.transAxes)
             continue
         x_grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
-        ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
+        _draw_points(ax, x, y, results, metric)
         _draw_fits(ax, results, metric, "N", x_grid)
         if not any(f.metric == metric and f.x == "N" for f in results.fits):
             ax.plot([], [], " ", label="not fitted (see the fit report)")
-        _draw_reference(ax, metric, "N", x_grid, y, paper_laws)
-        _log_axes(ax, X_UNITS["N"][1], metric)
-        ax.legend(loc="upper right")
+        _draw_reference(ax, metric, "N", x_grid, paper_laws)
+        _log_axes(ax, X_UNITS["N"][1], metric, legend_room=0.55)
+        ax.legend(loc="upper right", fontsize=5.5, handlelength=1.6, labelspacing=0.3)
     fig.tight_layout()
     return fig
 
 
-def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str | None = "slope",
+def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str | None = "normalised",
                       split: str = "val") -> plt.Figure:
     apply_style()
     data = table if "C_pflops" in table else add_compute_columns(table)
@@ -154,10 +193,10 @@ def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str 
                 drawstyle="steps-post", label=f"Pareto frontier ({len(front)} records)")
         x_grid = np.geomspace(front["C_pflops"].min(), front["C_pflops"].max(), 200)
         _draw_fits(ax, results, metric, "C", x_grid)
-        _draw_reference(ax, metric, "C", x_grid, front[metric].to_numpy(float), paper_laws)
-        _log_axes(ax, X_UNITS["C"][1], metric)
+        _draw_reference(ax, metric, "C", x_grid, paper_laws)
+        _log_axes(ax, X_UNITS["C"][1], metric, legend_room=0.55)
         ax.set_title(METRIC_LABELS[metric])
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper right", fontsize=5.5, handlelength=1.6, labelspacing=0.3)
     for ax in axes.ravel()[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
@@ -167,7 +206,7 @@ def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str 
 
 
 def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples=None,
-             paper_laws: str | None = "slope", formats=("png", "pdf")) -> list[Path]:
+             paper_laws: str | None = "normalised", formats=("png", "pdf")) -> list[Path]:
     """Every figure of a sweep into out_dir; `samples` is an ADM .npz path or a (N, H, W, 3) uint8 array."""
     written: list[Path] = []
     if any(f.x == "N" for f in fits.fits):
@@ -175,6 +214,8 @@ def draw_all(table: pd.DataFrame, fits: FitResults, out_dir: Path | str, samples
     if fits.frontiers:
         written += save_figure(figure_vs_compute(table, fits, paper_laws), out_dir, "fig6_scaling_vs_compute",
                                formats)
+    if paper_laws == "normalised" and any(f.form == "saturating" and f.metric.startswith("loss") for f in fits.fits):
+        written += save_figure(figure_paper_normalised(fits), out_dir, "fig5_6_paper_laws_normalised", formats)
     if any(c.startswith("loss_s") for c in table.columns):
         written += save_figure(figure_per_scale(table), out_dir, "per_scale_metrics", formats)
         written += save_figure(figure_per_scale_curves(table), out_dir, "per_scale_curves", formats)

@@ -5,38 +5,37 @@ For each metric (test loss and token error, last scale and all scales):
   size: the best one, their mean, or all of them, `aggregate`);
 - against C: the Pareto-optimal validation records over all runs' training curves (analysis/frontier.py).
 Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the power law plus constant
-(Huber on log L, multi-start L-BFGS) and, where the records vary both N and D, the Chinchilla form
-(analysis/joint.py).
-Every fit gets bootstrap percentile CIs over runs (seeded) and a hold-out-largest extrapolation test: refit
-without the largest model size and predict it (for C: predict the frontier beyond the compute the
-remaining runs reached).
+(least squares on log L, multi-start) and, where the records vary both N and D, the Chinchilla form
+(analysis/joint.py, Huber on log L as Hoffmann et al.).
+Intervals (analysis/intervals.py): exact t / Fieller intervals for the pure power law against N, profile
+likelihood for the power law plus constant against N, a percentile bootstrap over runs for the Chinchilla form;
+laws against C get none (the frontier's selection of favourable noise defeats every resampling scheme tried).
+Every fit carries flags (analysis/flags.py) and a hold-out-largest extrapolation test: refit without the
+largest model size and predict it (for C: predict the frontier beyond the compute the remaining runs reached).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from analysis.batched import huber_lm, saturating_model
-from analysis.bootstrap import (
-    distinct_present,
-    draw_until,
-    fit_rng,
-    frontier_weights,
-    percentile_interval,
-    resample_counts,
-    weighted_loglog,
-)
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
+from analysis.flags import outside_interval_flags, saturating_boundary_flags, unique
 from analysis.frontier import pareto_frontier
+from analysis.intervals import (
+    Interval,
+    fit_saturating_ls,
+    loglog_intervals,
+    saturating_intervals,
+)
 from analysis.joint import fits_chinchilla, late_records
 from analysis.laws import X_UNITS
-from analysis.powerlaw import FitError, fit_loglog, fit_saturating, saturating_bounds
+from analysis.powerlaw import FitError, fit_loglog
 from analysis.results import FitResults, LawFit
 from analysis.table import METRIC_COLUMNS, is_finished, validate_table
+from analysis.validate import validate_for_fit
 
 FORMS = ("paper", "saturating")
 AGGREGATES = ("best", "mean", "all")
@@ -88,77 +87,61 @@ def points_vs_params(finals: pd.DataFrame, metric: str, aggregate: str) -> pd.Da
     return best.sort_values("N_billion").reset_index(drop=True)
 
 
-def _fit_one(form: str, x: np.ndarray, y: np.ndarray, options: FitOptions):
+def _fit_one(form: str, x: np.ndarray, y: np.ndarray):
     if form == "paper":
         return fit_loglog(x, y)
-    return fit_saturating(x, y, delta=options.huber_delta)
+    return fit_saturating_ls(x, y)
 
 
-@dataclass
-class _PointSet:
-    """Candidate points with the weights of the full data and a sampler of bootstrap weights (B, n)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    base_weights: np.ndarray
-    sample_weights: Callable[[int, np.random.Generator], np.ndarray]
-
-    @property
-    def used(self) -> tuple[np.ndarray, np.ndarray]:
-        keep = self.base_weights > 0
-        return self.x[keep], self.y[keep]
+def _intervals(form: str, fit, x: np.ndarray, y: np.ndarray, level: float) -> dict[str, Interval]:
+    if form == "paper":
+        return loglog_intervals(np.log(x), np.log(y), level)
+    return saturating_intervals(fit, x, y, level)
 
 
-def _bootstrap(form: str, fit, points: _PointSet, options: FitOptions, rng: np.random.Generator,
-               chunk: int = 256) -> np.ndarray:
-    def draw(batch: int):
-        weights = points.sample_weights(batch, rng)
-        # Records on no resample's frontier carry no weight anywhere: leave them out of the arithmetic.
-        used = weights.any(axis=0)
-        weights, x, y = weights[:, used], points.x[used], points.y[used]
-        distinct = distinct_present(x, weights)
-        if form == "paper":
-            slope, intercept = weighted_loglog(np.log(x), np.log(y), weights)
-            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                params = np.column_stack([slope, np.exp(intercept / slope)])
-            return params, distinct >= 2
-        model = saturating_model(np.log(x / fit.x_scale))
-        lower, upper = np.array(saturating_bounds(points.y)).T
-        thetas = [huber_lm(model, np.tile(fit.theta, (len(w), 1)), np.log(y), w, options.huber_delta, lower, upper)
-                  for w in np.array_split(weights, max(1, len(weights) // chunk))]
-        e, a, alpha = np.concatenate(thetas).T
-        params = np.column_stack([np.exp(e), fit.x_scale * np.exp(a / alpha), alpha])
-        return params, distinct >= 3
-
-    return draw_until(options.n_boot, draw) if options.n_boot else np.empty((0, len(fit.params())))
+FRONTIER_NO_INTERVAL = ("no interval: a frontier fit keeps the records with favourable noise, which no resampling "
+                        "of runs reproduces (a run bootstrap covered 80% at a nominal 95%; docs/analysis.md)")
 
 
-def _law_fit(metric: str, x_name: str, form: str, points: _PointSet, options: FitOptions) -> LawFit:
-    x, y = points.used
-    fit = _fit_one(form, x, y, options)
+def fit_law(form: str, x: np.ndarray, y: np.ndarray, level: float = 0.95, metric: str = "", x_name: str = "N",
+            with_intervals: bool = True) -> LawFit:
+    """Fit one law to points (x in the unit of `x_name`) with the intervals fits.json reports, and its flags.
+
+    The coverage benchmark and tests call this very function."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    fit = _fit_one(form, x, y)
     names = list(fit.params())
-    samples = _bootstrap(form, fit, points, options, fit_rng(options.seed, metric, x_name, form))
-    if len(samples):
-        low, high = percentile_interval(samples, options.ci_level)
+    if with_intervals:
+        intervals = _intervals(form, fit, x, y, level)
+        method = "t (exact); Fieller for beta" if form == "paper" else "profile likelihood, t-calibrated"
     else:
-        low = high = np.full(len(names), np.nan)
-    with np.errstate(over="ignore", invalid="ignore"):  # X0 samples can reach 1e10+ where E ~ min(L)
-        se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
+        intervals = {name: Interval(np.nan, np.nan) for name in names}
+        method = "none"
     residuals = np.log(y) - np.log(fit.predict(x))
-    return LawFit(metric=metric, x=x_name, form=form, params=fit.params(),
-                  ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
-                  se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=int(len(samples)),
-                  n_points=int(x.size), r=float(fit.r) if form == "paper" else None,
-                  rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
-                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0], samples=samples,
-                  intercept=float(fit.intercept) if form == "paper" else None)
+    law = LawFit(metric=metric, x=x_name, form=form, params=fit.params(),
+                 ci_low={n: float(intervals[n].low) for n in names},
+                 ci_high={n: float(intervals[n].high) for n in names},
+                 se={}, ci_level=level, n_boot=0, n_points=int(x.size),
+                 r=float(fit.r) if form == "paper" else None,
+                 rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
+                 residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0],
+                 intercept=float(fit.intercept) if form == "paper" else None, interval_method=method)
+    flags = list(getattr(fit, "flags", []))
+    for name in names:
+        flags += intervals[name].flags
+    if form == "saturating":
+        flags += saturating_boundary_flags(fit, x, y)
+    if not with_intervals:
+        flags.append(FRONTIER_NO_INTERVAL)
+    law.flags = unique(flags + outside_interval_flags(law))
+    return law
 
 
-def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> dict:
+def _holdout(form: str, x_fit, y_fit, x_test, y_test) -> dict:
     if len(x_test) == 0:
         return {"skipped": "nothing beyond the remaining runs to predict"}
     try:
-        fit = _fit_one(form, np.asarray(x_fit, float), np.asarray(y_fit, float), options)
+        fit = _fit_one(form, np.asarray(x_fit, float), np.asarray(y_fit, float))
     except FitError as exc:
         return {"skipped": f"too little data without the largest model: {exc}"}
     predicted = fit.predict(np.asarray(x_test, float))
@@ -167,32 +150,24 @@ def _holdout(form: str, x_fit, y_fit, x_test, y_test, options: FitOptions) -> di
             "rel_error": rel.tolist(), "max_abs_rel_error": float(np.max(np.abs(rel)))}
 
 
-def _fits_vs_params(finals, options, results: list, skipped: list) -> None:
+def _fits_vs_params(finals, options, results: list, skipped: list, notes: list) -> None:
     for metric in options.metrics:
         table = points_vs_params(finals, metric, options.aggregate)
+        several = finals.dropna(subset=[metric]).groupby("N_billion")["point_id"].nunique()
+        for size, count in several[several > 1].items():
+            notes.append(f"{metric}: {count} runs of N={size:.4g}B; aggregate={options.aggregate!r} "
+                         + ("kept the one with the lowest final value" if options.aggregate == "best" else
+                            "averaged them" if options.aggregate == "mean" else "fitted every run"))
         x, y = table["N_billion"].to_numpy(float), table["y"].to_numpy(float)
-        points = _PointSet(x, y, np.ones(x.size), lambda batch, rng, n=x.size: resample_counts(n, batch, rng))
         for form in options.forms:
             try:
-                law = _law_fit(metric, "N", form, points, options)
+                law = fit_law(form, x, y, options.ci_level, metric, "N")
             except FitError as exc:
                 skipped.append(f"{metric} vs N, {form}: {exc}")
                 continue
             largest = x == x.max()
-            law.holdout = _holdout(form, x[~largest], y[~largest], x[largest], y[largest], options)
+            law.holdout = _holdout(form, x[~largest], y[~largest], x[largest], y[largest])
             results.append(law)
-
-
-def _frontier_points(curves: pd.DataFrame, metric: str, options: FitOptions) -> _PointSet:
-    """All records sorted by (compute, loss); a resample's weights mark its own runs' frontier."""
-    data = curves.dropna(subset=[metric]).sort_values(["C_pflops", metric], kind="mergesort")
-    runs = np.array(sorted(data["point_id"].unique()))
-    run_code = np.searchsorted(runs, data["point_id"].to_numpy())
-    x, y = data["C_pflops"].to_numpy(float), data[metric].to_numpy(float)
-    above_floor = (x >= options.frontier_min_pflops).astype(float)
-    base = frontier_weights(run_code, y, np.ones((1, runs.size)))[0] * above_floor
-    return _PointSet(x, y, base, lambda batch, rng: frontier_weights(
-        run_code, y, resample_counts(runs.size, batch, rng)) * above_floor[None, :])
 
 
 def _fits_vs_compute(curves, options, results: list, skipped: list, frontiers: dict) -> None:
@@ -204,24 +179,28 @@ def _fits_vs_compute(curves, options, results: list, skipped: list, frontiers: d
     largest_n = curves["N"].max()
     small = curves[curves["N"] < largest_n]
     for metric in options.metrics:
-        points = _frontier_points(curves, metric, options)
-        front = pareto_frontier(curves.dropna(subset=[metric]), x="C_pflops", y=metric)
+        usable = curves.dropna(subset=[metric])
+        if usable.empty:
+            skipped.append(f"{metric} vs C: no record has a value of {metric}")
+            continue
+        front = pareto_frontier(usable, x="C_pflops", y=metric)
         front = front[front["C_pflops"] >= options.frontier_min_pflops]
         frontiers[metric] = front[["C_pflops", "C_flops", metric, "point_id", "N", "step"]].reset_index(drop=True)
+        x, y = front["C_pflops"].to_numpy(float), front[metric].to_numpy(float)
         for form in options.forms:
             try:
-                law = _law_fit(metric, "C", form, points, options)
+                law = fit_law(form, x, y, options.ci_level, metric, "C", with_intervals=False)
             except FitError as exc:
                 skipped.append(f"{metric} vs C, {form}: {exc}")
                 continue
-            if small.empty:
+            reduced = small.dropna(subset=[metric])
+            if reduced.empty:
                 law.holdout = {"skipped": "only one model size"}
             else:
-                reduced = pareto_frontier(small.dropna(subset=[metric]), x="C_pflops", y=metric)
+                reduced = pareto_frontier(reduced, x="C_pflops", y=metric)
                 reduced = reduced[reduced["C_pflops"] >= options.frontier_min_pflops]
-                x, y = front["C_pflops"].to_numpy(float), front[metric].to_numpy(float)
                 beyond = x > reduced["C_pflops"].max()
-                law.holdout = _holdout(form, reduced["C_pflops"], reduced[metric], x[beyond], y[beyond], options)
+                law.holdout = _holdout(form, reduced["C_pflops"], reduced[metric], x[beyond], y[beyond])
             results.append(law)
 
 
@@ -238,16 +217,19 @@ def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: st
 
 
 def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResults:
-    table = add_compute_columns(validate_table(table, source or "sweep table"))
+    table = validate_table(table, source or "sweep table")
+    validate_for_fit(table, source or "sweep table")
+    table = add_compute_columns(table)
     finals = final_records(table, split=options.split, finished_only=not options.include_unfinished)
     curves = table[table["split"] == options.split]
     if not options.include_unfinished and "state" in curves:
         curves = curves[is_finished(curves["state"])]
     fits: list[LawFit] = []
     skipped: list[str] = []
+    notes: list[str] = []
     frontiers: dict[str, pd.DataFrame] = {}
     if "N" in options.against:
-        _fits_vs_params(finals, options, fits, skipped)
+        _fits_vs_params(finals, options, fits, skipped, notes)
     if "C" in options.against:
         _fits_vs_compute(curves, options, fits, skipped, frontiers)
     if options.chinchilla:
@@ -258,4 +240,4 @@ def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResu
     return FitResults(fits=fits, options={**asdict(options), "metrics": list(options.metrics),
                                           "forms": list(options.forms), "against": list(options.against)},
                       convention=COMPUTE_CONVENTION, points=finals, frontiers=frontiers, skipped=skipped,
-                      source=source)
+                      source=source, notes=notes)

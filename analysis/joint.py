@@ -19,6 +19,7 @@ from analysis.bootstrap import (
     percentile_interval,
     resample_counts,
 )
+from analysis.flags import chinchilla_flags, outside_interval_flags, unique
 from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
 from analysis.results import LawFit
 
@@ -73,11 +74,14 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
         with np.errstate(over="ignore", invalid="ignore"):
             se = samples.std(axis=0, ddof=1) if len(samples) > 1 else np.full(len(names), np.nan)
         residuals = np.log(y) - np.log(fit.predict(n, d))
-        results.append(LawFit(
+        law = LawFit(
             metric=metric, x="N,D", form="chinchilla", params=fit.params(),
             ci_low=dict(zip(names, map(float, low))), ci_high=dict(zip(names, map(float, high))),
             se=dict(zip(names, map(float, se))), ci_level=options.ci_level, n_boot=len(samples),
             n_points=n.size, r=None, rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=n.tolist(),
             y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
             note=f"N in parameters, D = {d_column}, {options.chinchilla_on} records of {runs.size} runs",
-            samples=samples))
+            samples=samples, interval_method="bootstrap percentile over runs (conservative: "
+                     "0.94-0.99 coverage at a nominal 0.95 in simulation, benchmarks/RESULTS.md)")
+        law.flags = unique(chinchilla_flags(fit, chinchilla_bounds(y)) + outside_interval_flags(law))
+        results.append(law)

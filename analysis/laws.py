@@ -2,8 +2,8 @@
 
 Units follow the paper: N in billions of parameters, C in PFLOPs (1e15 FLOPs of training compute), token
 error as a fraction. The paper's L is the reducible loss normalised by an irreducible L_inf that it does not
-publish, so its lines are only comparable in slope (exponent) with raw cross-entropy from our runs, not in
-height; figures say so when they draw them.
+publish: its loss laws compare with (L - E) / E of our runs, E our fitted irreducible loss, never with raw
+cross-entropy (analysis/figures.py draws them that way); its error laws are on the raw error fraction.
 """
 from __future__ import annotations
 
@@ -91,9 +91,15 @@ def format_number(value: float, digits: int = 2) -> str:
     return rf"{mantissa:.{digits - 1}f}\times10^{{{exponent}}}"
 
 
+def format_coefficient_power(coefficient: float, alpha: float, x: str, y: str = "L") -> str:
+    """The readable form of (beta*X)^alpha: C*X^alpha with C = beta^alpha, the value at X = 1 unit."""
+    return rf"${y}={format_number(coefficient, 3)}\cdot {x}^{{{alpha:.3g}}}$"
+
+
 def format_pure_power(beta: float, alpha: float, x: str, y: str = "L") -> str:
     return rf"${y}=({format_number(beta)}\cdot {x})^{{{alpha:.3g}}}$"
 
 
 def format_saturating(e_inf: float, x0: float, alpha: float, x: str, y: str = "L") -> str:
-    return rf"${y}={e_inf:.3g}+({format_number(x0)}/{x})^{{{alpha:.3g}}}$"
+    """E + (X0/X)^alpha written as E + C*X^-alpha with C = X0^alpha (readable where X0 is 1e-9 or 1e12)."""
+    return rf"${y}={e_inf:.3g}+{format_number(x0 ** alpha, 3)}\cdot {x}^{{{-alpha:.3g}}}$"

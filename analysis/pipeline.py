@@ -25,6 +25,7 @@ from analysis.baselines import (
 )
 from analysis.compute import COMPUTE_CONVENTION
 from analysis.fits import FitOptions, fit_sweep
+from analysis.outputs import staged_outputs
 from analysis.powerlaw import FitError
 from analysis.results import FitResults
 from analysis.table import load_table
@@ -54,12 +55,7 @@ class Analysis:
     resolution: int = 256  # of the published results compared with
 
 
-def run_fits(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-             allow_nothing_fitted: bool = False, **overrides) -> Analysis:
-    """Load the sweep table, fit every law, save the fit files.
-
-    With `allow_nothing_fitted` (a report of a single run, or of a sweep with too few finished runs) a table
-    that supports no fit gives empty results that say why, instead of an error."""
+def _fit(source, out_dir, options, allow_nothing_fitted: bool, overrides: dict) -> Analysis:
     table, described = load_table(source)
     out_dir = Path(out_dir) if out_dir else default_out_dir(source)
     try:
@@ -70,7 +66,21 @@ def run_fits(source: Path | str, out_dir: Path | str | None = None, options: Fit
         options = FitOptions(**{**asdict(options or FitOptions()), **overrides})
         fits = FitResults(fits=[], options=asdict(options), convention=COMPUTE_CONVENTION,
                           points=pd.DataFrame(), frontiers={}, skipped=[str(exc)], source=described)
-    return Analysis(source=described, out_dir=out_dir, table=table, fits=fits, fit_files=fits.save(out_dir))
+    return Analysis(source=described, out_dir=out_dir, table=table, fits=fits)
+
+
+def run_fits(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
+             allow_nothing_fitted: bool = False, **overrides) -> Analysis:
+    """Load the sweep table, fit every law, save the fit files (as one set, analysis/outputs.py).
+
+    With `allow_nothing_fitted` (a report of a single run, or of a sweep with too few finished runs) a table
+    that supports no fit gives empty results that say why, instead of an error; the fit files are then not
+    written, so earlier good ones stay."""
+    analysis = _fit(source, out_dir, options, allow_nothing_fitted, overrides)
+    if analysis.fits.fits:
+        with staged_outputs(analysis.out_dir) as outputs:
+            analysis.fit_files = [outputs.final(p) for p in analysis.fits.save(outputs.stage)]
+    return analysis
 
 
 def find_samples(root: Path, table: pd.DataFrame) -> Path | None:
@@ -83,25 +93,32 @@ def find_samples(root: Path, table: pd.DataFrame) -> Path | None:
 
 
 def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-            samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
-            formats=("png", "pdf"), **overrides) -> Analysis:
-    """Fits, every figure and the baseline comparison of one sweep (or run, or table)."""
+            samples: Path | str | None = None, paper_laws: str | None = "normalised", resolution: int = 256,
+            formats=("png", "pdf"), require_fits: bool = False, **overrides) -> Analysis:
+    """Fits, every figure and the baseline comparison of one sweep (or run, or table), written as one set.
+
+    `require_fits` (the `figures` command): a table that supports no fit is an error and nothing is written.
+    Without it (reports of single runs) the figures that need no fit are still drawn, and fit files are written
+    only when there are fits, so good earlier ones are never replaced with empty ones."""
     from analysis.figures import draw_all
     from analysis.style import save_figure
 
-    analysis = run_fits(source, out_dir, options, allow_nothing_fitted=True, **overrides)
+    analysis = _fit(source, out_dir, options, not require_fits, overrides)
     root = sweep_root(source)
     if samples is None:
         samples = find_samples(root, analysis.table)
-    figure_dir = analysis.out_dir / "figures"
-    analysis.figures = draw_all(analysis.table, analysis.fits, figure_dir, samples=samples,
-                                paper_laws=paper_laws, formats=formats)
-    analysis.eval_results = find_eval_results(root)
-    analysis.resolution = resolution
-    analysis.comparison = comparison_table(analysis.eval_results, resolution=resolution)
-    atomic_write_text(analysis.out_dir / "comparison.csv", analysis.comparison.to_csv(index=False))
-    analysis.figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir,
-                                    "baselines_fid_vs_params", formats)
-    analysis.figures += save_figure(figure_fid_vs_time(analysis.comparison), figure_dir,
-                                    "baselines_fid_vs_time", formats)
+    with staged_outputs(analysis.out_dir) as outputs:
+        staged = analysis.fits.save(outputs.stage) if analysis.fits.fits else []
+        figure_dir = outputs.stage / "figures"
+        figures = draw_all(analysis.table, analysis.fits, figure_dir, samples=samples, paper_laws=paper_laws,
+                           formats=formats)
+        analysis.eval_results = find_eval_results(root)
+        analysis.resolution = resolution
+        analysis.comparison = comparison_table(analysis.eval_results, resolution=resolution)
+        staged.append(atomic_write_text(outputs.stage / "comparison.csv", analysis.comparison.to_csv(index=False)))
+        figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir, "baselines_fid_vs_params",
+                               formats)
+        figures += save_figure(figure_fid_vs_time(analysis.comparison), figure_dir, "baselines_fid_vs_time", formats)
+        analysis.fit_files = [outputs.final(p) for p in staged]
+        analysis.figures = [outputs.final(p) for p in figures]
     return analysis

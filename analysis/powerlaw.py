@@ -2,10 +2,11 @@
 
 - `fit_loglog`: the VAR paper's L = (beta*X)^alpha by ordinary least squares of log L on log X, with the
   Pearson r of the log-log points (the paper's Eq. 10).
-- `fit_saturating`: L = E + (X0/X)^alpha, Huber loss on log L (Hoffmann et al.'s objective), multi-start L-BFGS.
-- `fit_chinchilla`: L = E + A/N^a + B/D^b, same objective.
+- `fit_chinchilla`: L = E + A/N^a + B/D^b, Huber loss on log L (Hoffmann et al.'s objective), multi-start
+  L-BFGS. (The law with a constant, E + (X0/X)^alpha, is fitted by least squares in analysis/intervals.py,
+  where its profile-likelihood intervals need that objective.)
 
-The robust fits use the log-sum-exp parameterisation of Hoffmann et al. (log L = LSE(e, a - alpha*log x)),
+The robust fit uses the log-sum-exp parameterisation of Hoffmann et al. (log L = LSE(e, a - alpha*log x)),
 with x divided by its geometric mean so that the starting grid does not depend on the unit of x. Starts: the
 objective is evaluated on a coarse grid at once and L-BFGS-B runs from the best few grid points; a caller that
 already has a good estimate (a bootstrap refit) passes `start` and skips the grid.
@@ -112,71 +113,10 @@ def _grid_starts(objective_on_grid, grid: np.ndarray, keep: int) -> np.ndarray:
     return grid[order[:keep]]
 
 
-def saturating_bounds(y: np.ndarray) -> list[tuple[float, float]]:
-    """Box for (e, a, alpha): E between far below and just above the data, a decreasing power."""
-    return [(np.log(np.min(y)) - 30, np.log(np.max(y)) + 1), (-60.0, 60.0), (1e-6, 20.0)]
-
-
 def chinchilla_bounds(y: np.ndarray) -> list[tuple[float, float]]:
-    return saturating_bounds(y) + [(-60.0, 60.0), (1e-6, 20.0)]
-
-
-@dataclass
-class SaturatingFit:
-    """L = e_inf + (x0 / x)^alpha, fitted with a Huber loss on log L."""
-
-    e_inf: float
-    x0: float
-    alpha: float
-    objective: float  # mean Huber loss / delta at the optimum
-    n_points: int
-    converged: bool
-    theta: np.ndarray = field(repr=False)  # (e, a, alpha) on x / x_scale, for warm starts
-    x_scale: float = field(repr=False)
-
-    def predict(self, x: np.ndarray | float) -> np.ndarray:
-        return self.e_inf + (self.x0 / np.asarray(x, dtype=float)) ** self.alpha
-
-    def params(self) -> dict[str, float]:
-        return {"E": self.e_inf, "X0": self.x0, "alpha": self.alpha}
-
-
-def fit_saturating(x: np.ndarray, y: np.ndarray, delta: float = 1e-3, start: np.ndarray | None = None,
-                   n_starts: int = 6, x_scale: float | None = None) -> SaturatingFit:
-    x, y = check_positive_points("saturating power-law fit E + (X0/X)^alpha", 4, x=x, y=y)
-    if np.unique(x).size < 3:
-        raise FitError("saturating power-law fit: needs at least 3 distinct x values for 3 parameters")
-    scale = float(np.exp(np.log(x).mean())) if x_scale is None else float(x_scale)
-    log_x, log_y = np.log(x / scale), np.log(y)
-
-    def objective(theta: np.ndarray):
-        e, a, alpha = theta
-        log_pred, w = _log_sum_exp_terms(np.stack([np.full_like(log_x, e), a - alpha * log_x]))
-        value, dres = huber(log_pred - log_y, delta)
-        grad = np.array([(dres * w[0]).sum(), (dres * w[1]).sum(), -(dres * w[1] * log_x).sum()])
-        return value.sum() / x.size, grad / x.size
-
-    def objective_on_grid(grid: np.ndarray) -> np.ndarray:  # grid (S, 3) -> (S,)
-        e, a, alpha = (grid[:, i:i + 1] for i in range(3))
-        log_pred = np.logaddexp(e, a - alpha * log_x[None, :])
-        return huber(log_pred - log_y[None, :], delta)[0].mean(axis=1)
-
-    if start is None:
-        floor, middle = np.log(y.min()), np.log(np.median(y))
-        grid = np.array(list(itertools.product(
-            floor + np.log([0.05, 0.3, 0.6, 0.9, 0.99]),
-            middle + np.log([0.003, 0.03, 0.1, 0.3, 1.0]),
-            [0.03, 0.1, 0.3, 0.6, 1.2, 2.5],
-        )))
-        starts = _grid_starts(objective_on_grid, grid, n_starts)
-    else:
-        starts = np.asarray(start, dtype=float)[None, :]
-    bounds = saturating_bounds(y)
-    res = _run_lbfgs(objective, starts, bounds)
-    e, a, alpha = res.x
-    return SaturatingFit(e_inf=float(np.exp(e)), x0=float(scale * np.exp(a / alpha)), alpha=float(alpha),
-                         objective=float(res.fun), n_points=x.size, converged=bool(res.success),
-                         theta=res.x.copy(), x_scale=scale)
+    """Box for (e, a, a_exp, b, b_exp): E between far below and just above the data, decreasing powers."""
+    return [(np.log(np.min(y)) - 30, np.log(np.max(y)) + 1), (-60.0, 60.0), (1e-6, 20.0), (-60.0, 60.0),
+            (1e-6, 20.0)]
 
 
 @dataclass

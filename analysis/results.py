@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.laws import X_UNITS, format_number, format_pure_power, format_saturating
+from analysis.laws import (
+    X_UNITS,
+    format_coefficient_power,
+    format_number,
+    format_saturating,
+)
 from models.files import atomic_write_text
 
 
@@ -43,6 +48,8 @@ class LawFit:
     d_values: list[float] | None = None  # second variable of the Chinchilla form
     note: str = ""
     intercept: float | None = None  # paper form: alpha*log(beta), exact even where beta itself overflows
+    interval_method: str = "bootstrap percentile over runs"
+    flags: list[str] = field(default_factory=list)  # reasons not to trust this fit (analysis/flags.py)
     # bootstrap parameter samples (n_boot, len(params)) of this session; not saved to JSON
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -72,17 +79,19 @@ class LawFit:
         y = "Err" if self.metric.startswith("err") else "L"
         p = self.params
         if self.form == "paper":
-            if self.intercept is not None and not 1e-30 < p["beta"] < 1e30:
-                # beta = exp(intercept / alpha) is unprintable for nearly flat data; same law as C * X^alpha
-                return rf"${y}={format_number(float(np.exp(self.intercept)))}\cdot {self.x}^{{{p['alpha']:.3g}}}$"
-            return format_pure_power(p["beta"], p["alpha"], self.x, y)
+            # (beta*X)^alpha written as C*X^alpha: beta is 1e-17 for nearly flat laws, C reads as the value at X=1
+            coefficient = np.exp(self.intercept) if self.intercept is not None else p["beta"] ** p["alpha"]
+            return format_coefficient_power(float(coefficient), p["alpha"], self.x, y)
         if self.form == "saturating":
             return format_saturating(p["E"], p["X0"], p["alpha"], self.x, y)
         return (rf"${y}={p['E']:.3g}+{format_number(p['A'])}/N^{{{p['a']:.3g}}}"
                 rf"+{format_number(p['B'])}/D^{{{p['b']:.3g}}}$")
 
     def ci_text(self, name: str) -> str:
-        return f"{self.params[name]:.4g} [{self.ci_low[name]:.4g}, {self.ci_high[name]:.4g}]"
+        low, high = self.ci_low.get(name, np.nan), self.ci_high.get(name, np.nan)
+        if low is None or high is None or np.isnan(low) or np.isnan(high):
+            return f"{self.params[name]:.4g} [no interval]"
+        return f"{self.params[name]:.4g} [{low:.4g}, {high:.4g}]"
 
 
 @dataclass
@@ -94,6 +103,11 @@ class FitResults:
     frontiers: dict[str, pd.DataFrame]
     skipped: list[str] = field(default_factory=list)  # fits not done, with the reason
     source: str = ""
+    notes: list[str] = field(default_factory=list)  # facts about the data a reader should know (runs per size)
+
+    def flag_rows(self) -> list[dict]:
+        """One row per flag of every fit: metric, x, form, flag."""
+        return [{"metric": f.metric, "x": f.x, "form": f.form, "flag": flag} for f in self.fits for flag in f.flags]
 
     def get(self, metric: str, x: str, form: str = "paper") -> LawFit | None:
         for fit in self.fits:
@@ -111,6 +125,7 @@ class FitResults:
                     "ci_level": fit.ci_level, "n_boot": fit.n_boot, "r": fit.r, "n_points": fit.n_points,
                     "rmse_log": fit.rmse_log,
                     "holdout_max_abs_rel_error": fit.holdout.get("max_abs_rel_error"),
+                    "interval_method": fit.interval_method, "flags": " | ".join(fit.flags),
                 })
         return pd.DataFrame(rows)
 
@@ -118,8 +133,8 @@ class FitResults:
         return {
             "source": self.source, "options": self.options, "convention": self.convention,
             "x_units": {k: {"unit": u, "label": label} for k, (u, label) in X_UNITS.items()},
-            "fits": [{k: v for k, v in asdict(fit).items() if k != "samples"} for fit in self.fits],
-            "skipped": self.skipped,
+            "fits": [_json_fit(fit) for fit in self.fits],
+            "skipped": self.skipped, "notes": self.notes,
             "points": json.loads(self.points.to_json(orient="records")),
             "frontiers": {k: json.loads(v.to_json(orient="records")) for k, v in self.frontiers.items()},
         }
@@ -127,7 +142,7 @@ class FitResults:
     def save(self, out_dir: Path | str) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = [atomic_write_text(out_dir / "fits.json", json.dumps(self.to_json_dict(), indent=1,
+        written = [atomic_write_text(out_dir / "fits.json", json.dumps(self.to_json_dict(), indent=1, allow_nan=False,
                                                                        default=_json_default)),
                    atomic_write_text(out_dir / "fits.csv", self.to_frame().to_csv(index=False)),
                    atomic_write_text(out_dir / "points.csv", self.points.to_csv(index=False))]
@@ -138,10 +153,28 @@ class FitResults:
     @classmethod
     def load(cls, path: Path | str) -> "FitResults":
         data = json.loads(Path(path).read_text())
-        return cls(fits=[LawFit(**fit) for fit in data["fits"]], options=data["options"],
+        fits = []
+        for fit in data["fits"]:
+            for key in ("ci_low", "ci_high", "se"):
+                fit[key] = {name: _float_or_none(value) for name, value in fit[key].items()}
+            fits.append(LawFit(**fit))
+        return cls(fits=fits, options=data["options"],
                    convention=data["convention"], points=pd.DataFrame(data["points"]),
                    frontiers={k: pd.DataFrame(v) for k, v in data["frontiers"].items()},
-                   skipped=data.get("skipped", []), source=data.get("source", ""))
+                   skipped=data.get("skipped", []), source=data.get("source", ""), notes=data.get("notes", []))
+
+
+def _json_fit(fit: LawFit) -> dict:
+    """The fit as JSON: an interval end the data do not bound is the string "inf" (JSON has no infinity)."""
+    data = {k: v for k, v in asdict(fit).items() if k != "samples"}
+    for key in ("ci_low", "ci_high", "se"):
+        data[key] = {name: (value if value is None or np.isfinite(value) else str(float(value)))
+                     for name, value in data[key].items()}
+    return data
+
+
+def _float_or_none(value):
+    return None if value is None else float(value)
 
 
 def _json_default(value):

@@ -3,8 +3,8 @@
 The columns follow docs/contracts.md. Losses follow the Chinchilla form L(N, D) = E + A/N^a + B/D^b along each
 run's training curve (D = images seen), times log-normal noise; the final records of runs that all see the
 same D therefore lie on a power law plus constant in N with E' = E + B/D^b. Parameter counts are the official
-VAR totals at the given depths; FLOPs per image are 6 x N x 680 tokens (an approximation: real tables carry
-the analytic counter's numbers).
+VAR totals at the given depths and FLOPs per image the analytic counts of models/flops.py, as a real sweep's
+table carries them (analysis/validate.py checks both).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from models.flops import forward_flops, train_flops_per_image
 from models.params import param_counts
 from models.quant import PATCH_NUMS_256 as PATCH_NUMS
 from models.registry import var_spec
@@ -64,7 +65,8 @@ def synthetic_sweep_table(depths=(6, 8, 10, 12, 14, 16), images_per_run=(1_000_0
     rows = []
     for depth in depths:
         n_params = paper_params(depth)
-        flops_fwd = 2.0 * n_params * TOKENS_PER_IMAGE
+        spec = var_spec(f"VAR-d{depth}")
+        flops_fwd, flops_train = forward_flops(spec), train_flops_per_image(spec)
         for images in images_per_run:
             point_id = f"d{depth}-i{images}"
             total_steps = max(int(images // batch), evals_per_run)
@@ -72,7 +74,7 @@ def synthetic_sweep_table(depths=(6, 8, 10, 12, 14, 16), images_per_run=(1_000_0
             for step in steps:
                 seen = int(step * batch)
                 base = {"step": int(step), "images_seen": seen, "tokens_seen": seen * TOKENS_PER_IMAGE,
-                        "train_flops": 3 * flops_fwd * seen, "wall_time_s": float(step) * 0.1,
+                        "train_flops": float(flops_train) * seen, "wall_time_s": float(step) * 0.1,
                         "throughput_img_s": 2560.0, "mfu": None}
                 values = {m: float(law(n_params, seen) * np.exp(rng.normal(0, noise))) for m, law in laws.items()}
                 per_scale = {f"loss_s{k}": values["loss_mean"] * (0.6 + 0.1 * k) for k in range(len(PATCH_NUMS))}
@@ -81,7 +83,7 @@ def synthetic_sweep_table(depths=(6, 8, 10, 12, 14, 16), images_per_run=(1_000_0
                 point = {"sweep": sweep, "point_id": point_id, "run_dir": f"/runs/{sweep}/{point_id}",
                          "depth": depth, "width": 64 * depth, "params_total": n_params,
                          "params_wo_emb": paper_params_wo_emb(depth), "flops_fwd_per_image": flops_fwd,
-                         "flops_train_per_image": 3 * flops_fwd, "lr": 1e-4, "seed": seed, "dataset": "synthetic",
+                         "flops_train_per_image": flops_train, "lr": 1e-4, "seed": seed, "dataset": "synthetic",
                          "state": "finished"}
                 for split in ("train", "val"):
                     rows.append({"split": split, **base, **values, **per_scale, **point})

@@ -36,7 +36,16 @@ def read_table_file(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise TableError(f"{path}: no such table file")
     if path.suffix == ".csv":
-        table = pd.read_csv(path)
+        if path.stat().st_size == 0:
+            raise TableError(f"{path}: empty file (0 bytes); expected a CSV with a header row naming at least "
+                             f"{', '.join(REQUIRED_COLUMNS)}: collect the sweep again (`varscale sweep collect`)")
+        try:
+            table = pd.read_csv(path)
+        except pd.errors.EmptyDataError as exc:
+            raise TableError(f"{path}: no columns ({exc}); expected a CSV with a header row naming at least "
+                             f"{', '.join(REQUIRED_COLUMNS)}") from exc
+        except pd.errors.ParserError as exc:
+            raise TableError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
     elif path.suffix in (".parquet", ".pq"):
         try:
             table = pd.read_parquet(path)
@@ -50,6 +59,10 @@ def read_table_file(path: Path) -> pd.DataFrame:
 
 def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing and any(_looks_like_a_value(c) for c in table.columns):
+        raise TableError(f"{source}: no header row (the first line holds values such as "
+                         f"{list(table.columns)[:3]}); the first line must name the columns, at least "
+                         f"{', '.join(REQUIRED_COLUMNS)} (docs/contracts.md)")
     if missing:
         raise TableError(f"{source}: missing column(s) {missing}; a collected sweep table needs "
                          f"{list(REQUIRED_COLUMNS)} (docs/contracts.md)")
@@ -66,6 +79,14 @@ def validate_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
     table = table.copy()
     table["point_id"] = table["point_id"].astype(str)
     return table
+
+
+def _looks_like_a_value(name) -> bool:
+    try:
+        float(str(name).split(".")[0] if str(name).count(".") > 1 else name)
+    except ValueError:
+        return str(name).startswith("Unnamed")
+    return True
 
 
 def read_metrics_jsonl(path: Path) -> list[dict]:

@@ -29,7 +29,13 @@ from reports.render import (
 
 FIGURE_CAPTIONS = {
     "fig5_scaling_vs_params": "Figure 5 of the VAR paper for this sweep: final test loss and token error "
-                              "against parameters, last scale and all scales, with the fitted laws.",
+                              "against parameters, last scale and all scales, with the fitted laws (shaded: exact "
+                              "95% band of the pure power law; ringed: the largest run, predicted by a fit to the "
+                              "others). The paper's error laws are drawn as published; its loss laws describe "
+                              "(L - E)/E and are compared in the next figure.",
+    "fig5_6_paper_laws_normalised": "The VAR paper's loss laws (Eqs. 11, 13, 14) on the quantity they describe, "
+                                    "reducible over irreducible loss: (L - E)/E of our runs with E from our fit "
+                                    "E + (X0/X)^alpha, and the published lines as printed.",
     "fig6_scaling_vs_compute": "Figure 6 of the VAR paper for this sweep: every run's validation curve against "
                                "training compute (colour: model size), the Pareto frontier and the laws fitted "
                                "to it.",
@@ -82,10 +88,30 @@ def fits_table(analysis: Analysis) -> pd.DataFrame:
         rows.append({
             "metric": fit.metric, "against": fit.x, "form": fit.form, "law": plain_equation(fit.equation),
             f"parameters [{int(fit.ci_level * 100)}% CI]": "; ".join(f"{k}={fit.ci_text(k)}" for k in fit.params),
-            "Pearson r": fit.r, "RMSE log": fit.rmse_log, "points": fit.n_points, "resamples": fit.n_boot,
-            "hold-out largest rel. error": fit.holdout.get("max_abs_rel_error"),
+            "Pearson r": fit.r, "RMSE log": fit.rmse_log, "points": fit.n_points, "interval": fit.interval_method,
+            "hold-out largest rel. error": fit.holdout.get("max_abs_rel_error"), "flags": len(fit.flags),
         })
     return pd.DataFrame(rows)
+
+
+FIT_METHOD = ("Points against N: the final validation record of each model size; against C: the Pareto frontier "
+              "over all runs' validation curves. Paper form: least squares in log-log space (Pearson r as in the "
+              "VAR paper), exact t interval for alpha and Fieller's interval for beta. Law with a constant "
+              "L=E+(X0/X)^alpha: least squares on log L, profile-likelihood intervals calibrated with the t "
+              "distribution; an end the data do not bound is reported as not identified (0 or infinity). Laws "
+              "against C carry no interval (the frontier keeps favourable noise). E + A/N^a + B/D^b: Huber loss on "
+              "log L, percentile bootstrap over runs. N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
+              "as in the VAR paper. Hold-out: refit without the largest model and predict it.")
+
+
+def flag_blocks(analysis: Analysis) -> list:
+    """The fits' flags and the notes on the data, in plain sight next to the fits."""
+    rows = analysis.fits.flag_rows()
+    blocks = [Table(pd.DataFrame(rows), caption=f"Flags: {len(rows)} reasons not to take a fit at face value "
+                                                "(non-convergence, boundary solutions, unbounded or missing "
+                                                "intervals, estimates outside their interval).")
+              if rows else Text("Flags: none (every fit converged, inside its box, with bounded intervals).")]
+    return blocks + [Text(f"Note: {note}") for note in analysis.fits.notes]
 
 
 def headline_table(analysis: Analysis) -> pd.DataFrame:
@@ -130,7 +156,7 @@ def environment_blocks(table: pd.DataFrame) -> list:
 
 
 def build_report(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
-                 samples: Path | str | None = None, paper_laws: str | None = "slope", resolution: int = 256,
+                 samples: Path | str | None = None, paper_laws: str | None = "normalised", resolution: int = 256,
                  title: str | None = None, formats=("png", "pdf"), **overrides) -> Path:
     """Fit, draw and write OUT/report.html and OUT/report.md; returns the HTML path."""
     analysis = run_all(source, out_dir, options, samples=samples, paper_laws=paper_laws, resolution=resolution,
@@ -152,14 +178,9 @@ def build_report(source: Path | str, out_dir: Path | str | None = None, options:
         Section("Compute accounting", [Table(pd.DataFrame(list(analysis.fits.convention.items()),
                                                           columns=["quantity", "convention"]))]),
         Section("Scaling-law fits", [
-            Text("Points against N: the final validation record of each model size (aggregate="
-                 f"{analysis.fits.options['aggregate']}); against C: the Pareto frontier over all runs' "
-                 "validation curves. Paper form: least squares in log-log space (Pearson r as in the VAR "
-                 "paper). Saturating form: Huber loss on log L, multi-start L-BFGS. In the laws N is in billions of "
-                 "parameters and C in PFLOPs (1e15 FLOPs), as in the VAR paper. Intervals: percentile "
-                 f"bootstrap over runs ({analysis.fits.options['n_boot']} resamples, seed "
-                 f"{analysis.fits.options['seed']}). Hold-out: refit without the largest model and predict it."),
+            Text(f"{FIT_METHOD} Several runs of one size: aggregate={analysis.fits.options['aggregate']}."),
             Table(fits_table(analysis)) if analysis.fits.fits else Text("No law was fitted."),
+            *(flag_blocks(analysis) if analysis.fits.fits else []),
             Pre(json.dumps(analysis.fits.options, indent=1), caption="Fit options (fits.json holds them too)"),
             *[Text(f"Not fitted: {reason}") for reason in analysis.fits.skipped]]),
         Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in analysis.figures

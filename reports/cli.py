@@ -14,8 +14,9 @@ def register(subparsers) -> None:
                                           "(self-contained) and report.md.")
     _add_fit_options(p)
     p.add_argument("--samples", type=Path, default=None, help="sample batch (.npz) for the sample grid")
-    p.add_argument("--paper-laws", choices=("slope", "absolute", "none"), default="slope",
-                   help="draw the VAR paper's Eqs. 11-16: slope only (default), as published, or not")
+    p.add_argument("--paper-laws", choices=("normalised", "absolute", "none"), default="normalised",
+                   help="the VAR paper's Eqs. 11-16: on the quantity they describe (default: loss laws against "
+                        "(L-E)/E, error laws as published), all as published, or none")
     p.add_argument("--resolution", type=int, default=256, help="baseline table resolution (256 or 512)")
     p.add_argument("--title", default=None, help="report title (default: the sweep directory's name)")
     p.set_defaults(func=cmd_report)

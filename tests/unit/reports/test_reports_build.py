@@ -12,6 +12,8 @@ import pytest
 from analysis.results import FitResults
 from analysis.synthetic import synthetic_sweep_table
 from harness.cli.main import main
+from models.flops import model_block
+from models.registry import var_spec
 from reports import build_report
 
 DEPTHS = (6, 8, 10, 12, 16)
@@ -61,15 +63,16 @@ def test_report_html_is_self_contained_with_tables_and_figures(sweep_dir, report
         assert f"d{depth}-i1000000" in page
     fits = FitResults.load(sweep_dir / "analysis" / "fits.json")
     alpha = fits.get("loss_last", "N", "paper").params["alpha"]
-    assert f"alpha={alpha:.4g}" in page and "L=(" in page and "Pearson r" in page
+    assert f"alpha={alpha:.4g}" in page and "·N^" in page and "Pearson r" in page
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     pngs = sorted((sweep_dir / "analysis" / "figures").glob("*.png"))
     assert {p.stem for p in pngs} == {"fig5_scaling_vs_params", "fig6_scaling_vs_compute", "per_scale_metrics",
-                                      "per_scale_curves", "samples_grid", "baselines_fid_vs_params",
-                                      "baselines_fid_vs_time"}
+                                      "per_scale_curves", "samples_grid", "fig5_6_paper_laws_normalised",
+                                      "baselines_fid_vs_params", "baselines_fid_vs_time"}
     assert len(images) == len(pngs)
     assert sorted(base64.b64decode(data) for data in images) == sorted(p.read_bytes() for p in pngs)
-    assert "src='figures/" not in page and "http" not in page.split("<body>")[1].split("Environment")[0]
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # base64 may spell "http" by chance
+    assert "src='figures/" not in page and "http" not in text.split("<body>")[1].split("Environment")[0]
     ours = re.findall(r'<tr class="ours">(.*?)</tr>', page)
     assert len(ours) == 2 and "VAR-d16" in ours[0] and "87.5" in ours[0]  # its own table and the comparison
     assert re.search(r"git commit ([0-9a-f]{40}|unknown)", page)
@@ -81,7 +84,7 @@ def test_report_markdown_links_existing_figures(sweep_dir, report):
     assert text.startswith("# varscale report")
     assert "| point_id |" in text and "| metric | against | form | law |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 7 and all((sweep_dir / "analysis" / link).is_file() for link in links)
+    assert len(links) == 8 and all((sweep_dir / "analysis" / link).is_file() for link in links)
     assert "**VAR-d16**" in text
 
 
@@ -92,7 +95,8 @@ def test_fit_files_agree_with_each_other(sweep_dir, report):
     for fit in fits.fits:
         rows = flat[(flat["metric"] == fit.metric) & (flat["x"] == fit.x) & (flat["form"] == fit.form)]
         assert dict(zip(rows["param"], rows["value"])) == pytest.approx(fit.params)
-        assert fit.n_boot == 100
+        assert fit.n_boot == (100 if fit.form == "chinchilla" else 0)  # only the Chinchilla form resamples
+        assert list(rows["flags"].fillna("")) == [" | ".join(fit.flags)] * len(rows)
     assert len(pd.read_csv(out / "points.csv")) == len(DEPTHS)
     comparison = pd.read_csv(out / "comparison.csv")
     assert (comparison["origin"] == "varscale (ours)").sum() == 1
@@ -117,12 +121,12 @@ def test_cli_fit_and_report_errors(sweep_dir, tmp_path, capsys):
 def test_report_of_a_single_run_says_why_nothing_is_fitted(tmp_path):
     run_dir = tmp_path / "d6"
     run_dir.mkdir()
-    model = {"name": "VAR-d6", "depth": 6, "width": 384, "params_total": 18_492_580, "params_wo_emb": 15_925_248,
-             "flops_fwd_per_image": 2.5e10, "flops_train_per_image": 7.5e10}
+    model = model_block(var_spec("VAR-d6"))  # the analytic counts analysis/validate.py checks
     (run_dir / "config.json").write_text(json.dumps({"model": model, "base_lr": 1e-4}))
     (run_dir / "status.json").write_text(json.dumps({"state": "finished", "step": 30, "total_steps": 30}))
     records = [{"split": "val", "step": s, "images_seen": 64 * s, "tokens_seen": 64 * 680 * s,
-                "train_flops": 7.5e10 * 64 * s, "loss_mean": 8.0 - s / 10, "loss_last": 8.3 - s / 10,
+                "train_flops": model["flops_train_per_image"] * 64 * s,
+                "loss_mean": 8.0 - s / 10, "loss_last": 8.3 - s / 10,
                 "err_mean": 0.99 - s / 1000, "err_last": 0.995 - s / 1000,
                 "loss_per_scale": [7.0 - s / 10, 8.0 - s / 10], "err_per_scale": [0.98, 0.99]} for s in (10, 20, 30)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
