@@ -23,8 +23,8 @@ from sweeps.job import PointJob
 from sweeps.points import Point, expand, path_problems
 from sweeps.resources import Resources, SpecError
 from sweeps.spec import SweepSpec
-from sweeps.state import SweepState, locked_state
-from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
+from sweeps.state import SweepState, locked_state, submit_lock
+from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, slurm_query, sweep_status
 
 
 @dataclass
@@ -81,7 +81,7 @@ def sbatch_lines(spec: SweepSpec, resources: Resources, count: int) -> list[str]
         native["gpus_per_node"] = resources.gpus_per_node
     if resources.mem_gb is not None:
         mem = resources.mem_gb
-        native["mem"] = f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
+        native["mem"] = "0" if mem == 0 else f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
     for name in ("partition", "account", "qos", "constraint"):
         if getattr(resources, name) is not None:
             native[name] = getattr(resources, name)
@@ -135,7 +135,7 @@ def _resources_summary(r: Resources) -> str:
     if r.gpus_per_node:
         parts.append(f"gpus_per_node={r.gpus_per_node}")
     if r.mem_gb is not None:
-        parts.append(f"mem={r.mem_gb}GB")
+        parts.append("mem=whole node" if r.mem_gb == 0 else f"mem={r.mem_gb}GB")
     return " ".join(parts)
 
 
@@ -219,7 +219,7 @@ def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: Te
                 if job.done():
                     del running[job_id]
                     st = sweep_status(SweepState.load(spec.sweep_dir), [p.id])[0]
-                    tell(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.log})" if st.error else ""))
+                    tell(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.err_log or st.log})" if st.error else ""))
                     bar.update(1)
             if queue or running:
                 time.sleep(poll_s)
@@ -255,19 +255,59 @@ def wait_for(spec_or_state: SweepSpec | SweepState, point_ids: list[str], timeou
         time.sleep(poll_s)
 
 
+def check_output_root(spec: SweepSpec) -> None:
+    """Refuse early (dry run included) when the sweep directory cannot be created or written."""
+    target = spec.sweep_dir
+    existing = next(p for p in [target, *target.parents] if p.exists())
+    if not existing.is_dir():
+        raise SpecError(f"{spec.path}: output_root: {existing} is a file, not a directory; point output_root at a "
+                        "directory")
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"{spec.path}: output_root: {existing} is not writable ({'read-only file system' if read_only
+                        else 'permission denied'}); choose a writable output_root")
+
+
+def check_same_sweep(spec: SweepSpec) -> None:
+    """Two different specs with one name and output root would share (and overwrite) one sweep directory. The
+    same spec file may change (new points get new ids); another file with other content is refused."""
+    stored = spec.sweep_dir / "spec.yaml"
+    if not stored.is_file() or stored.read_text() == spec.path.read_text():
+        return
+    origin = SweepState.load(spec.sweep_dir).data.get("spec")
+    if origin and Path(origin) != spec.path.absolute():
+        raise SpecError(f"{spec.path}: sweep name {spec.name!r} is already used in {spec.sweep_dir} by another spec "
+                        f"({origin}, other content); give this sweep another name or output_root")
+
+
 def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, wait: bool = False,
            wait_timeout_s: float = float("inf"), out: TextIO | None = None, poll_s: float = 1.0) -> SubmitReport:
     out = out or sys.stdout
+    check_output_root(spec)
+    check_same_sweep(spec)
+    if dry_run:
+        points, statuses, todo = plan(spec, retry_failed)
+        print(dry_run_text(spec, statuses, points, todo), file=out)
+        return SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
+                                     {p.id for p in todo}})
+    # SLURM submits take seconds: a second one waits, then finds the first one's jobs in the queue. A local
+    # sweep runs in the foreground for hours: a second one is refused at once, naming the first.
+    with submit_lock(spec.sweep_dir, wait_s=120.0 if spec.executor == "slurm" else 0.0):
+        report, todo = _submit_locked(spec, retry_failed, out, poll_s)
+    if todo and (wait or spec.executor == "local"):
+        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s,
+                                out=out if spec.executor == "slurm" else None)
+    return report
+
+
+def _submit_locked(spec: SweepSpec, retry_failed: bool, out: TextIO, poll_s: float) -> tuple[SubmitReport, list]:
+    check_same_sweep(spec)  # again under the lock: another spec of this name may have been submitted meanwhile
     points, statuses, todo = plan(spec, retry_failed)
     report = SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
                                    {p.id for p in todo}})
-    if dry_run:
-        print(dry_run_text(spec, statuses, points, todo), file=out)
-        return report
     problems = _grouped_problems(todo)
     if problems:
         raise SpecError(f"{spec.path}: missing inputs, nothing submitted:\n  " + "\n  ".join(problems))
-    spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.sweep_dir / "spec.yaml", spec.path.read_text())
     with locked_state(spec.sweep_dir) as state:
         _note_points(state, spec, points)
@@ -282,10 +322,7 @@ def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, w
         _submit_slurm(spec, todo, report, out)
     else:
         _run_local(spec, todo, report, out, poll_s)
-    if todo and (wait or spec.executor == "local"):
-        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s,
-                                out=out if spec.executor == "slurm" else None)
-    return report
+    return report, todo
 
 
 def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO | None = None) -> list[str]:
@@ -303,9 +340,7 @@ def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO | 
             if rec.get("executor") == "local":
                 os.kill(int(rec["job_id"]), signal.SIGINT)  # submitit's local controller stops its tasks on SIGINT
             else:
-                import submitit
-
-                submitit.SlurmJob(folder=fresh.jobs_dir, job_id=rec["job_id"]).cancel(check=True)
+                slurm_query(["scancel", rec["job_id"]], "controller (scancel)")
             rec["cancelled"] = True
             cancelled.append(st.point_id)
             print(f"cancelled {st.point_id} (job {rec['job_id']})", file=out)

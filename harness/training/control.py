@@ -8,6 +8,7 @@ thread (see ``sweeps``), so the main thread is free to wait.
 """
 from __future__ import annotations
 
+import signal
 import threading
 
 
@@ -16,8 +17,11 @@ class TrainControl:
         self._requested = threading.Event()
         self._saved = threading.Event()
         self.stop_after_save = False
+        self.stop_reason = "requeued"  # the run's status after a save-and-stop: "requeued" or "interrupted"
 
-    def request_checkpoint(self, stop: bool = False) -> None:
+    def request_checkpoint(self, stop: bool = False, reason: str = "requeued") -> None:
+        if stop and not self.stop_after_save:
+            self.stop_reason = reason
         self.stop_after_save = self.stop_after_save or stop
         self._saved.clear()
         self._requested.set()
@@ -31,3 +35,14 @@ class TrainControl:
 
     def wait_saved(self, timeout: float | None = None) -> bool:
         return self._saved.wait(timeout)
+
+
+JOB_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # SLURM's requeue warning, the scheduler's / kill's stop
+
+
+def ignore_job_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of every DataLoader: a forked worker inherits the trainer's signal handlers, and SLURM
+    signals every process of a job, so without this each worker would run the checkpoint handler (and wait for a
+    save only the main process can make) or die on SIGTERM before the main process has saved."""
+    for signum in JOB_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
