@@ -264,8 +264,9 @@ def check_output_root(spec: SweepSpec) -> None:
                         "directory")
     read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
     if read_only or not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError(f"{spec.path}: output_root: {existing} is not writable ({'read-only file system' if read_only
-                        else 'permission denied'}); choose a writable output_root")
+        why = "read-only file system" if read_only else "permission denied"
+        raise SpecError(f"{spec.path}: output_root: {existing} is not writable ({why}); choose a writable "
+                        "output_root")
 
 
 def check_same_sweep(spec: SweepSpec) -> None:

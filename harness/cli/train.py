@@ -106,15 +106,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _absolute_paths(from_dict(TrainConfig, raw))
         cfg.validate()
         save_json(config_path, to_dict(cfg))
+    import signal
+    import sys
+
+    from harness.training.control import TrainControl
     from harness.training.step import NonFiniteLossError
 
+    control = TrainControl()
+    # SIGTERM (kill, a scheduler's stop): save at the next step boundary and record "interrupted"; SIGINT raises
+    # KeyboardInterrupt, which records "interrupted" at the last checkpoint without waiting for a save
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.request_checkpoint(stop=True, reason="interrupted"))
     try:
-        result = train_run(args.run_dir)
+        result = train_run(args.run_dir, control)
     except NonFiniteLossError as exc:
-        import sys
-
         print(f"varscale train: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result["state"] == "interrupted":
+        print(f"varscale train: stopped by SIGTERM at step {result['step']}, checkpoint saved; run the same command "
+              "to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
     final = result.get("final") or {}
     print(json.dumps({"state": result["state"], "step": result["step"], "val_loss_mean": final.get("loss_mean"),
                       "val_err_mean": final.get("err_mean"), "run_dir": result["run_dir"]}))
@@ -174,6 +186,10 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     from harness.distributed import resolve_device
     from harness.tokenizer.storage import load_tokenizer
 
+    from harness.cli.main import UsageError
+
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     data_cfg = from_dict(DataConfig, _config_dict(args.config, args.overrides), prefix="data.")
     data_cfg.validate()
     if data_cfg.root:
