@@ -36,7 +36,7 @@ from harness.training.checkpointer import (
     capture_rng_states,
     restore_rng_states,
 )
-from harness.training.control import ignore_job_signals
+from harness.training.control import ForkSafeLoader, ignore_job_signals
 from harness.training.metrics import MetricsLog
 from models.files import exclusive_lock, remove_stale_temps, save_json
 
@@ -166,9 +166,10 @@ def _train_locked(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     else:
         log.truncate_to(0)
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, 1, 0, 1, cfg.seed, start_step=step)
-    batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
+    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
                                                worker_init_fn=ignore_job_signals, collate_fn=collate,
-                                               generator=torch.Generator().manual_seed(cfg.seed)))
+                                               generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(ForkSafeLoader(train_loader))
     n_eval = min(cfg.eval_images, len(val_set))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(n_eval)), batch_size=64,
                                              collate_fn=collate)

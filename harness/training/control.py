@@ -8,8 +8,10 @@ thread (see ``sweeps``), so the main thread is free to wait.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from typing import Iterator
 
 
 class TrainControl:
@@ -37,12 +39,41 @@ class TrainControl:
         return self._saved.wait(timeout)
 
 
-JOB_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # SLURM's requeue warning, the scheduler's / kill's stop
+# SLURM's requeue warning, the scheduler's / kill's stop, Ctrl-C (the terminal signals the whole process group)
+JOB_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 def ignore_job_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of every DataLoader: a forked worker inherits the trainer's signal handlers, and SLURM
-    signals every process of a job, so without this each worker would run the checkpoint handler (and wait for a
-    save only the main process can make) or die on SIGTERM before the main process has saved."""
+    and terminals signal every process of a job, so without this each worker would run the checkpoint handler (and
+    wait for a save only the main process can make) or die before the main process has saved, which fails the
+    step it is in. The main process alone decides; its workers end when it closes their queues, or with it
+    (PyTorch's workers watch their parent), and SIGKILL still stops them."""
     for signum in JOB_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def job_signals_blocked() -> Iterator[None]:
+    """Hold the job signals back in this thread while it forks DataLoader workers: a signal that lands between
+    the fork and the worker's ``ignore_job_signals`` would run the parent's handlers in a half-started child.
+    The children keep the mask (so never see them); the parent receives a held-back signal when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, JOB_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class ForkSafeLoader:
+    """A DataLoader whose worker processes are started with the job signals held back (see above)."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        with job_signals_blocked():
+            return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)

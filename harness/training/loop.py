@@ -31,7 +31,7 @@ from harness.training.checkpointer import (
     capture_rng_states,
     restore_rng_states,
 )
-from harness.training.control import TrainControl, ignore_job_signals
+from harness.training.control import ForkSafeLoader, TrainControl, ignore_job_signals
 from harness.training.metrics import (
     MetricsLog,
     ScaleStats,
@@ -174,7 +174,8 @@ class _Run:
         # own generators: creating a DataLoader iterator otherwise draws from the global RNG, which would shift
         # the cond-drop stream of a resumed run
         train = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                            worker_init_fn=ignore_job_signals, collate_fn=collate, pin_memory=self.device.type == "cuda",
+                                            worker_init_fn=ignore_job_signals, collate_fn=collate,
+                                            pin_memory=self.device.type == "cuda",
                                             generator=torch.Generator().manual_seed(cfg.seed))
         n_eval = min(cfg.eval_images, len(self.val_set))
         mine = list(range(env.rank, n_eval, env.world_size))
@@ -182,7 +183,7 @@ class _Run:
                                           shuffle=False, num_workers=cfg.data.workers, collate_fn=collate,
                                           worker_init_fn=ignore_job_signals,
                                           generator=torch.Generator().manual_seed(cfg.seed))
-        return iter(train), val
+        return iter(ForkSafeLoader(train)), ForkSafeLoader(val)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
