@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import pickle
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def slurm_query(cmd: list[str], what: str) -> str:
         raise SchedulerError(f"{cmd[0]} did not answer within 60 s: the SLURM {what} is overloaded or down; "
                              "try again later") from None
     if proc.returncode != 0:
-        reason = _error_line(proc.stderr) or f"exit status {proc.returncode}"
+        reason = (_error_line(proc.stderr) or f"exit status {proc.returncode}").removeprefix(f"{cmd[0]}: ")
         raise SchedulerError(f"the SLURM {what} is not answering ({cmd[0]}: {reason}); nothing was changed, run "
                              f"the command again when `{cmd[0]}` works")
     return proc.stdout
@@ -123,13 +124,27 @@ def accounting_states(job_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    out = slurm_query(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)], "accounting (sacct)")
+    asked = sorted(set(ids) | {i.split("_")[0] for i in ids})  # array tasks never started are known by the array
+    out = slurm_query(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(asked)], "accounting (sacct)")
     states = {}
     for line in out.splitlines():
         job_id, _, state = line.strip().partition("|")
-        if job_id in ids and state.strip():
-            states[job_id] = state.split()[0].upper()
+        for one in _array_members(job_id):
+            if one in ids and state.strip():
+                states[one] = state.split()[0].upper()
     return states
+
+
+def _array_members(job_id: str) -> list[str]:
+    """sacct lists array tasks that never started as one record, ``123_[0-3,7%2]``: one id per task."""
+    match = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", job_id)
+    if not match:
+        return [job_id]
+    members = []
+    for part in match.group(2).split(","):
+        first, _, last = part.partition("-")
+        members += [f"{match.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return members
 
 
 def slurm_states(jobs_dir: Path, job_ids: Iterable[str]) -> dict[str, str]:
