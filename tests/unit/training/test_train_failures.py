@@ -99,3 +99,33 @@ def test_environment_error_is_one_line_and_a_failed_status(tmp_path, tokenizer, 
     monkeypatch.setenv("VARSCALE_DEBUG", "1")  # the traceback is there when asked for
     with pytest.raises(FileExistsError):
         main(["train", "--run-dir", str(run)])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 200 kB file system (tmpfs): room for a run's config and status, not for its checkpoint."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_full_and_read_only_disks_are_one_line(small_disk, tokenizer):
+    run = write_run(small_disk / "run", tiny_run_config(tokenizer, total_steps=4, eval_every=0,
+                                                        checkpoint_every_steps=2))
+    full = run_cli("train", "--run-dir", str(run))
+    line = (f"{run / 'checkpoints'}: no space left on the device; free space (or point the output elsewhere) and run "
+            "the same command again: it continues from the last checkpoint")
+    assert full.returncode == 1 and full.stderr.strip().splitlines() == [f"varscale train: error: {line}"]
+    assert _status(run)["state"] == "failed" and _status(run)["error"] == line
+    assert not list(run.rglob("*.tmp"))
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    read_only = run_cli("train", "--run-dir", str(run))
+    assert read_only.returncode == 1 and read_only.stderr.strip().splitlines() == [
+        f"varscale train: error: {run / '.lock'}: read-only file system; choose a writable location"]
