@@ -19,8 +19,15 @@ from submitit.core.utils import FailedJobError
 
 from harness.submit import SubmitError, make_executor
 from models.files import atomic_write_text, save_json
+from sweeps.dryrun import (
+    dry_run_text,
+    group_by_resources,
+    grouped_problems,
+    parallelism,
+    resources_summary,
+)
 from sweeps.job import PointJob
-from sweeps.points import Point, expand, path_problems
+from sweeps.points import Point, expand
 from sweeps.resources import Resources, SpecError
 from sweeps.spec import SweepSpec
 from sweeps.state import SweepState, locked_state, submit_lock
@@ -52,93 +59,6 @@ def plan(spec: SweepSpec, retry_failed: bool = False) -> tuple[list[Point], list
     return points, statuses, todo
 
 
-def _group_by_resources(points: list[Point]) -> list[tuple[Resources, list[Point]]]:
-    groups: dict[str, tuple[Resources, list[Point]]] = {}
-    for p in points:
-        groups.setdefault(repr(p.resources), (p.resources, []))[1].append(p)
-    return list(groups.values())
-
-
-def _parallelism(spec: SweepSpec, resources: Resources) -> int:
-    if spec.array_parallelism is not None:
-        return spec.array_parallelism
-    if spec.executor == "slurm":
-        return 256
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // (resources.cpus_per_task * resources.tasks_per_node))
-
-
-def sbatch_lines(spec: SweepSpec, resources: Resources, count: int) -> list[str]:
-    """The #SBATCH lines submitit writes for this group (for --dry-run)."""
-    # submitit's own renderer, so the dry run shows exactly what sbatch will get
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    native: dict[str, Any] = {"job_name": spec.name, "time": resources.timeout_min, "nodes": resources.nodes,
-                              "ntasks_per_node": resources.tasks_per_node, "cpus_per_task": resources.cpus_per_task,
-                              "signal_delay_s": resources.signal_delay_s,
-                              "array_parallelism": _parallelism(spec, resources)}
-    if resources.gpus_per_node:
-        native["gpus_per_node"] = resources.gpus_per_node
-    if resources.mem_gb is not None:
-        mem = resources.mem_gb
-        native["mem"] = "0" if mem == 0 else f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
-    for name in ("partition", "account", "qos", "constraint"):
-        if getattr(resources, name) is not None:
-            native[name] = getattr(resources, name)
-    if resources.sbatch_extra:
-        native["additional_parameters"] = dict(resources.sbatch_extra)
-    if count > 1:
-        native["map_count"] = count
-    text = _make_sbatch_string(command="(the point's job)", folder=SweepState(spec.sweep_dir, {}).jobs_dir, **native)
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
-
-
-def dry_run_text(spec: SweepSpec, statuses: list[PointStatus], points: list[Point], todo: list[Point]) -> str:
-    todo_ids = {p.id for p in todo}
-    lines = [f"sweep {spec.name}: {len(points)} points, executor {spec.executor}, directory {spec.sweep_dir}"]
-    width = max(len(p.id) for p in points)
-    for p, st in zip(points, statuses):
-        action = "submit" if p.id in todo_ids else "skip"
-        lines.append(f"  {p.id.ljust(width)}  {st.state:<10} {action:<6}  {p.label}  "
-                     f"(total_steps={p.train['total_steps']})")
-    for resources, group in _group_by_resources(todo):
-        lines.append(f"{len(group)} point(s) with resources {_resources_summary(resources)}:")
-        if spec.executor == "slurm":
-            lines += ["  " + line for line in sbatch_lines(spec, resources, len(group))]
-        else:
-            lines.append(f"  local executor: {_parallelism(spec, resources)} process(es) at once, time limit "
-                         f"{resources.timeout_min} min, {resources.tasks_per_node} task(s) each")
-    problems = _grouped_problems(todo)
-    if problems:
-        lines.append("submit would refuse (missing inputs):")
-        lines += ["  " + line for line in problems]
-    lines.append(f"nothing submitted (--dry-run); {len(todo)} point(s) would be submitted")
-    return "\n".join(lines)
-
-
-def _grouped_problems(points: list[Point]) -> list[str]:
-    """Missing inputs, each once, with the points it concerns (usually all of them share one dataset)."""
-    by_message: dict[str, list[str]] = {}
-    for p in points:
-        for message in path_problems(p):
-            by_message.setdefault(message, []).append(p.id)
-    lines = []
-    for message, ids in by_message.items():
-        which = f"all {len(ids)} points" if len(ids) == len(points) > 1 else ", ".join(ids)
-        lines.append(f"{message} ({which})")
-    return lines
-
-
-def _resources_summary(r: Resources) -> str:
-    parts = [f"nodes={r.nodes}", f"tasks_per_node={r.tasks_per_node}", f"cpus_per_task={r.cpus_per_task}",
-             f"time={r.timeout_min}min"]
-    if r.gpus_per_node:
-        parts.append(f"gpus_per_node={r.gpus_per_node}")
-    if r.mem_gb is not None:
-        parts.append("mem=whole node" if r.mem_gb == 0 else f"mem={r.mem_gb}GB")
-    return " ".join(parts)
-
-
 def prepare_run_dir(spec: SweepSpec, point: Point) -> None:
     """config.json (the resolved TrainConfig, what the trainer reads) and point.json (the sweep's view)."""
     point.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,13 +73,13 @@ def _executor(spec: SweepSpec, resources: Resources, folder: Path):
     if spec.executor == "slurm":
         params = resources.sbatch_parameters()
         timeout_min = params.pop("timeout_min")
-        parallelism = _parallelism(spec, resources)
+        at_once = parallelism(spec, resources)
     else:
         params = {"tasks_per_node": resources.tasks_per_node, "gpus_per_node": resources.gpus_per_node}
-        timeout_min, parallelism = resources.timeout_min, None
+        timeout_min, at_once = resources.timeout_min, None
     try:
         return make_executor(folder, spec.executor, spec.name, timeout_min, max_requeues=spec.max_requeues,
-                             array_parallelism=parallelism, **params)
+                             array_parallelism=at_once, **params)
     except SubmitError as exc:
         raise SpecError(f"{spec.path}: executor is {spec.executor!r} but {exc}") from None
 
@@ -172,14 +92,14 @@ def _job(spec: SweepSpec, point: Point) -> PointJob:
 
 def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO) -> None:
     jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
-    for resources, group in _group_by_resources(todo):
+    for resources, group in group_by_resources(todo):
         ex = _executor(spec, resources, jobs_dir)
         try:
             with ex.batch():
                 jobs = [ex.submit(_job(spec, p)) for p in group]
         except FailedJobError as exc:
             raise SubmitError(f"sbatch refused {len(group)} point(s) ({', '.join(p.id for p in group)}) with "
-                              f"resources {_resources_summary(resources)}: {str(exc).strip() or exc!r}. Is the "
+                              f"resources {resources_summary(resources)}: {str(exc).strip() or exc!r}. Is the "
                               "cluster up (sinfo)? On one machine, as root: scripts/local-slurm start") from None
         with locked_state(spec.sweep_dir) as state:
             for p, job in zip(group, jobs):
@@ -206,7 +126,7 @@ def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: Te
 
     try:
         while queue or running:
-            while queue and len(running) < _parallelism(spec, queue[0].resources):
+            while queue and len(running) < parallelism(spec, queue[0].resources):
                 p = queue.pop(0)
                 job = _executor(spec, p.resources, jobs_dir).submit(_job(spec, p))
                 with locked_state(spec.sweep_dir) as state:
@@ -306,7 +226,7 @@ def _submit_locked(spec: SweepSpec, retry_failed: bool, out: TextIO, poll_s: flo
     points, statuses, todo = plan(spec, retry_failed)
     report = SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
                                    {p.id for p in todo}})
-    problems = _grouped_problems(todo)
+    problems = grouped_problems(todo)
     if problems:
         raise SpecError(f"{spec.path}: missing inputs, nothing submitted:\n  " + "\n  ".join(problems))
     atomic_write_text(spec.sweep_dir / "spec.yaml", spec.path.read_text())

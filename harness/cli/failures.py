@@ -53,8 +53,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
             where = f"{exc.filename2}"
         return f"{where}: {OS_ADVICE[exc.errno]}", 1
     if isinstance(exc, CORRUPT_INPUT):
-        return f"unreadable input ({type(exc).__name__}: {first_line(exc)}); the file is truncated, empty or of " \
-               "another format: write or copy it again", 2
+        return (f"unreadable input ({type(exc).__name__}: {first_line(exc)}); the file is truncated, empty or of "
+                "another format: write or copy it again"), 2
     return f"{type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)", 1
 
 

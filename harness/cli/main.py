@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the one place where any error becomes one line
+    except Exception as exc:
         if debug_wanted(args):
             raise
         line, code = describe(exc)

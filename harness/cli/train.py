@@ -181,12 +181,11 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 @_usage_errors
 def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from harness.cli.main import UsageError
     from harness.config import DataConfig, TokenizerRef, from_dict
     from harness.data.token_cache import encode_dataset
     from harness.distributed import resolve_device
     from harness.tokenizer.storage import load_tokenizer
-
-    from harness.cli.main import UsageError
 
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")

@@ -15,7 +15,13 @@ from harness.sampling.loop import (
     row_permutation,
 )
 from harness.sampling.npz import write_npz, write_png_folder
-from models.files import exclusive_lock, remove_stale_temps, save_json, sha256_file, utc_now_iso
+from models.files import (
+    exclusive_lock,
+    remove_stale_temps,
+    save_json,
+    sha256_file,
+    utc_now_iso,
+)
 
 
 def merge(out: SampleDir, png: bool = False, rows_per_chunk: int = 1024) -> Path:

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.config import ConfigError, TokenizerTrainConfig, first_difference, load_json, to_dict
+from harness.config import (
+    ConfigError,
+    TokenizerTrainConfig,
+    first_difference,
+    load_json,
+    to_dict,
+)
 from harness.data.images import GlobalBatchSampler, build_image_datasets, collate
 from harness.distributed import resolve_device
 from harness.tokenizer.storage import save_tokenizer

@@ -9,7 +9,7 @@ from harness_helpers import VARSCALE, subprocess_env
 from sweeps_testlib import use_fixture_trainer, wait_until, write_spec
 
 from harness.cli.main import main
-from sweeps.launch import sbatch_lines
+from sweeps.dryrun import sbatch_lines
 from sweeps.points import expand
 from sweeps.spec import load_spec
 

@@ -11,7 +11,14 @@ import time
 
 import pytest
 import torch
-from harness_helpers import VARSCALE, make_tokenizer, run_cli, subprocess_env, tiny_run_config, write_run
+from harness_helpers import (
+    VARSCALE,
+    make_tokenizer,
+    run_cli,
+    subprocess_env,
+    tiny_run_config,
+    write_run,
+)
 
 from harness.cli.main import main
 
