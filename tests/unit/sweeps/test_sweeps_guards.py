@@ -75,3 +75,19 @@ def test_a_second_local_submit_names_the_running_one(tmp_path, monkeypatch):
             first.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             first.kill()
+
+
+def test_requeue_signal_before_the_first_step_records_requeued(tmp_path):
+    """submitit calls ``checkpoint`` from its USR2 handler; before the trainer thread exists there is nothing to
+    save, and the status must say what happens next (not "running", and not "failed" from submitit's exit)."""
+    import json
+
+    from sweeps.job import PointJob
+
+    run_dir = tmp_path / "point"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "step": 5, "total_steps": 20}))
+    delayed = PointJob(run_dir, "harness.training.loop:train_run").checkpoint()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "requeued" and status["step"] == 5 and status["error"] is None
+    assert isinstance(delayed.function, PointJob) and delayed.function.run_dir == str(run_dir)

@@ -54,6 +54,14 @@ def _wait_running(proc, run_dir, min_step=0, timeout_s=120):
     raise AssertionError(f"{run_dir} never reported running at step >= {min_step}")
 
 
+def _finish(proc, run_dir, timeout_s=180):
+    """Output of a signalled trainer; generous time: the shared 2-core CI machine can be very slow."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"trainer still running {timeout_s} s after the signal; status {_status(run_dir)}") from None
+
+
 def test_lock_sigterm_with_workers_and_sigint(tmp_path, tokenizer):
     # long enough never to finish during the test; steps and metrics records every 5 steps show progress
     run = write_run(tmp_path / "run", tiny_run_config(tokenizer, total_steps=100000, eval_every=0,
@@ -67,7 +75,7 @@ def test_lock_sigterm_with_workers_and_sigint(tmp_path, tokenizer):
         assert f"run directory {run} is in use by host" in lines[0] and f"pid {first.pid}" in lines[0]
 
         os.killpg(first.pid, signal.SIGTERM)  # workers get it too, as from `kill -- -PGID` or a scheduler
-        _, err = first.communicate(timeout=60)
+        _, err = _finish(first, run)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
@@ -81,7 +89,7 @@ def test_lock_sigterm_with_workers_and_sigint(tmp_path, tokenizer):
     try:
         _wait_running(again, run)
         os.killpg(again.pid, signal.SIGINT)
-        _, err = again.communicate(timeout=60)
+        _, err = _finish(again, run)
     finally:
         if again.poll() is None:
             os.killpg(again.pid, signal.SIGKILL)
