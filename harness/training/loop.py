@@ -63,9 +63,9 @@ def train_run(run_dir: Path, control: TrainControl | None = None) -> dict[str, A
     """Train (or continue training) the run in ``run_dir``; returns the final held-out record and state.
 
     Rank 0 holds the run directory's lock for the whole run: a second trainer on the same directory is refused
-    with the first one's host/pid/job. ``status.json`` is only written by a process holding the lock (and not for
-    the run's own failures), so a refused start (lock held elsewhere, a checkpoint of another config) never changes
-    what an earlier run recorded."""
+    with the first one's host/pid/job. ``status.json`` is only written by a process holding the lock, and not when
+    the start is refused (lock held elsewhere, a checkpoint of another config): what an earlier run recorded stays.
+    Failures record "failed", KeyboardInterrupt "interrupted"; a save-and-stop request its reason (see control)."""
     run_dir = Path(run_dir)
     cfg, _ = read_run_config(run_dir)
     env = init_from_env(cfg.device)
