@@ -182,7 +182,8 @@ def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatc
 
 
 def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
-    # DataLoader workers: USR2 reaches every process of the step, and only the trainer itself may handle it
+    # with DataLoader workers, as the paper spec runs (the workers' signal handling itself is tested with a signal to
+    # the whole process group in tests/unit/training/test_train_failures.py)
     spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
                                 train={"total_steps": 100, "eval_every": 20, "data": {
                                     "source": "synthetic", "resolution": 32, "num_classes": 4, "workers": 2,
