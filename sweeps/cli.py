@@ -64,6 +64,21 @@ def open_sweep(path: Path):
         raise UsageError(str(exc)) from None
 
 
+def _scheduler_errors(func):
+    """The controller or accounting down, or a sweep busy in another process: one line, exit 1."""
+    def wrapper(args: argparse.Namespace) -> int:
+        from models.files import LockedError
+        from sweeps.status import SchedulerError
+
+        try:
+            return func(args)
+        except (SchedulerError, LockedError) as exc:
+            print(f"varscale sweep {args.sweep_command}: error: {exc}", file=sys.stderr)
+            return 1
+    return wrapper
+
+
+@_scheduler_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     from harness.cli.main import UsageError
     from sweeps.launch import SubmitError, submit
@@ -87,6 +102,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+@_scheduler_errors
 def cmd_status(args: argparse.Namespace) -> int:
     from sweeps.status import format_table, sweep_status
 
@@ -99,6 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_scheduler_errors
 def cmd_collect(args: argparse.Namespace) -> int:
     from harness.cli.main import UsageError
     from sweeps.collect import CollectError, collect_table, write_table
@@ -115,6 +132,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+@_scheduler_errors
 def cmd_cancel(args: argparse.Namespace) -> int:
     from harness.cli.main import UsageError
     from sweeps.launch import cancel

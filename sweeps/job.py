@@ -54,7 +54,19 @@ def mark_failed(run_dir: Path, error: str) -> None:
     status = read_status(run_dir) or {}
     if status.get("state") == "failed" and status.get("error"):
         return
-    status.update(state="failed", error=error, updated=utc_now_iso())
+    _mark(run_dir, status, state="failed", error=error)
+
+
+def mark_requeued(run_dir: Path) -> None:
+    """The job is requeued before the trainer could record it (the signal came before its first step)."""
+    status = read_status(run_dir) or {}
+    if status.get("state") in ("finished", "requeued"):
+        return
+    _mark(run_dir, status, state="requeued", error=None)
+
+
+def _mark(run_dir: Path, status: dict[str, Any], **fields: Any) -> None:
+    status.update(**fields, updated=utc_now_iso())
     status.setdefault("step", 0)
     status.setdefault("total_steps", None)
     save_json(Path(run_dir) / "status.json", status)
@@ -100,6 +112,7 @@ class PointJob(submitit.helpers.Checkpointable):
         self.save_timeout_s = save_timeout_s
         self._control: TrainControl | None = None
         self._thread: threading.Thread | None = None
+        self._rank = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -124,10 +137,11 @@ class PointJob(submitit.helpers.Checkpointable):
                     f"{status.get('step')}/{status.get('total_steps')}")
             else:
                 say(f"point {run_dir.name} starts")
+        self._rank = rank
         try:
             _setup_environment(self.threads)
             train_fn = resolve_trainer(self.trainer)
-        except BaseException as exc:
+        except Exception as exc:  # a requeue signal here (SystemExit from submitit's handler) is no failure
             if rank == 0:
                 mark_failed(run_dir, f"{type(exc).__name__}: {exc}")
             raise
@@ -154,7 +168,7 @@ class PointJob(submitit.helpers.Checkpointable):
         except KeyboardInterrupt:
             # Ctrl-C of a local sweep (submitit's local controller sends SIGINT, then SIGKILL a second later):
             # try to save so that the next submit loses as little as possible
-            control.request_checkpoint(stop=True)
+            control.request_checkpoint(stop=True, reason="interrupted")
             control.wait_saved(timeout=0.8)
             raise
         if "error" in outcome:
@@ -175,7 +189,14 @@ class PointJob(submitit.helpers.Checkpointable):
                 # requeue anyway: the trainer resumes from its last periodic checkpoint
                 say(f"no checkpoint confirmation within {self.save_timeout_s:.0f} s; requeueing from the last "
                     "periodic checkpoint")
+                if self._rank == 0:
+                    mark_requeued(Path(self.run_dir))
             thread.join(timeout=10.0)
+        elif self._rank == 0:
+            # the signal came before training started: nothing to save, but the status must not stay "running"
+            # (or turn "failed" when submitit's exit unwinds the set-up)
+            mark_requeued(Path(self.run_dir))
+            say(f"requeueing {Path(self.run_dir).name} before its first step")
         return submitit.helpers.DelayedSubmission(
             PointJob(self.run_dir, self.trainer, self.threads, self.save_timeout_s))
 

@@ -19,12 +19,19 @@ from submitit.core.utils import FailedJobError
 
 from harness.submit import SubmitError, make_executor
 from models.files import atomic_write_text, save_json
+from sweeps.dryrun import (
+    dry_run_text,
+    group_by_resources,
+    grouped_problems,
+    parallelism,
+    resources_summary,
+)
 from sweeps.job import PointJob
-from sweeps.points import Point, expand, path_problems
+from sweeps.points import Point, expand
 from sweeps.resources import Resources, SpecError
 from sweeps.spec import SweepSpec
-from sweeps.state import SweepState, locked_state
-from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, sweep_status
+from sweeps.state import SweepState, locked_state, submit_lock
+from sweeps.status import ACTIVE, FAILED_LIKE, PointStatus, slurm_query, sweep_status
 
 
 @dataclass
@@ -52,93 +59,6 @@ def plan(spec: SweepSpec, retry_failed: bool = False) -> tuple[list[Point], list
     return points, statuses, todo
 
 
-def _group_by_resources(points: list[Point]) -> list[tuple[Resources, list[Point]]]:
-    groups: dict[str, tuple[Resources, list[Point]]] = {}
-    for p in points:
-        groups.setdefault(repr(p.resources), (p.resources, []))[1].append(p)
-    return list(groups.values())
-
-
-def _parallelism(spec: SweepSpec, resources: Resources) -> int:
-    if spec.array_parallelism is not None:
-        return spec.array_parallelism
-    if spec.executor == "slurm":
-        return 256
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // (resources.cpus_per_task * resources.tasks_per_node))
-
-
-def sbatch_lines(spec: SweepSpec, resources: Resources, count: int) -> list[str]:
-    """The #SBATCH lines submitit writes for this group (for --dry-run)."""
-    # submitit's own renderer, so the dry run shows exactly what sbatch will get
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    native: dict[str, Any] = {"job_name": spec.name, "time": resources.timeout_min, "nodes": resources.nodes,
-                              "ntasks_per_node": resources.tasks_per_node, "cpus_per_task": resources.cpus_per_task,
-                              "signal_delay_s": resources.signal_delay_s,
-                              "array_parallelism": _parallelism(spec, resources)}
-    if resources.gpus_per_node:
-        native["gpus_per_node"] = resources.gpus_per_node
-    if resources.mem_gb is not None:
-        mem = resources.mem_gb
-        native["mem"] = f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
-    for name in ("partition", "account", "qos", "constraint"):
-        if getattr(resources, name) is not None:
-            native[name] = getattr(resources, name)
-    if resources.sbatch_extra:
-        native["additional_parameters"] = dict(resources.sbatch_extra)
-    if count > 1:
-        native["map_count"] = count
-    text = _make_sbatch_string(command="(the point's job)", folder=SweepState(spec.sweep_dir, {}).jobs_dir, **native)
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
-
-
-def dry_run_text(spec: SweepSpec, statuses: list[PointStatus], points: list[Point], todo: list[Point]) -> str:
-    todo_ids = {p.id for p in todo}
-    lines = [f"sweep {spec.name}: {len(points)} points, executor {spec.executor}, directory {spec.sweep_dir}"]
-    width = max(len(p.id) for p in points)
-    for p, st in zip(points, statuses):
-        action = "submit" if p.id in todo_ids else "skip"
-        lines.append(f"  {p.id.ljust(width)}  {st.state:<10} {action:<6}  {p.label}  "
-                     f"(total_steps={p.train['total_steps']})")
-    for resources, group in _group_by_resources(todo):
-        lines.append(f"{len(group)} point(s) with resources {_resources_summary(resources)}:")
-        if spec.executor == "slurm":
-            lines += ["  " + line for line in sbatch_lines(spec, resources, len(group))]
-        else:
-            lines.append(f"  local executor: {_parallelism(spec, resources)} process(es) at once, time limit "
-                         f"{resources.timeout_min} min, {resources.tasks_per_node} task(s) each")
-    problems = _grouped_problems(todo)
-    if problems:
-        lines.append("submit would refuse (missing inputs):")
-        lines += ["  " + line for line in problems]
-    lines.append(f"nothing submitted (--dry-run); {len(todo)} point(s) would be submitted")
-    return "\n".join(lines)
-
-
-def _grouped_problems(points: list[Point]) -> list[str]:
-    """Missing inputs, each once, with the points it concerns (usually all of them share one dataset)."""
-    by_message: dict[str, list[str]] = {}
-    for p in points:
-        for message in path_problems(p):
-            by_message.setdefault(message, []).append(p.id)
-    lines = []
-    for message, ids in by_message.items():
-        which = f"all {len(ids)} points" if len(ids) == len(points) > 1 else ", ".join(ids)
-        lines.append(f"{message} ({which})")
-    return lines
-
-
-def _resources_summary(r: Resources) -> str:
-    parts = [f"nodes={r.nodes}", f"tasks_per_node={r.tasks_per_node}", f"cpus_per_task={r.cpus_per_task}",
-             f"time={r.timeout_min}min"]
-    if r.gpus_per_node:
-        parts.append(f"gpus_per_node={r.gpus_per_node}")
-    if r.mem_gb is not None:
-        parts.append(f"mem={r.mem_gb}GB")
-    return " ".join(parts)
-
-
 def prepare_run_dir(spec: SweepSpec, point: Point) -> None:
     """config.json (the resolved TrainConfig, what the trainer reads) and point.json (the sweep's view)."""
     point.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,13 +73,13 @@ def _executor(spec: SweepSpec, resources: Resources, folder: Path):
     if spec.executor == "slurm":
         params = resources.sbatch_parameters()
         timeout_min = params.pop("timeout_min")
-        parallelism = _parallelism(spec, resources)
+        at_once = parallelism(spec, resources)
     else:
         params = {"tasks_per_node": resources.tasks_per_node, "gpus_per_node": resources.gpus_per_node}
-        timeout_min, parallelism = resources.timeout_min, None
+        timeout_min, at_once = resources.timeout_min, None
     try:
         return make_executor(folder, spec.executor, spec.name, timeout_min, max_requeues=spec.max_requeues,
-                             array_parallelism=parallelism, **params)
+                             array_parallelism=at_once, **params)
     except SubmitError as exc:
         raise SpecError(f"{spec.path}: executor is {spec.executor!r} but {exc}") from None
 
@@ -172,14 +92,14 @@ def _job(spec: SweepSpec, point: Point) -> PointJob:
 
 def _submit_slurm(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: TextIO) -> None:
     jobs_dir = SweepState(spec.sweep_dir, {}).jobs_dir
-    for resources, group in _group_by_resources(todo):
+    for resources, group in group_by_resources(todo):
         ex = _executor(spec, resources, jobs_dir)
         try:
             with ex.batch():
                 jobs = [ex.submit(_job(spec, p)) for p in group]
         except FailedJobError as exc:
             raise SubmitError(f"sbatch refused {len(group)} point(s) ({', '.join(p.id for p in group)}) with "
-                              f"resources {_resources_summary(resources)}: {str(exc).strip() or exc!r}. Is the "
+                              f"resources {resources_summary(resources)}: {str(exc).strip() or exc!r}. Is the "
                               "cluster up (sinfo)? On one machine, as root: scripts/local-slurm start") from None
         with locked_state(spec.sweep_dir) as state:
             for p, job in zip(group, jobs):
@@ -206,7 +126,7 @@ def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: Te
 
     try:
         while queue or running:
-            while queue and len(running) < _parallelism(spec, queue[0].resources):
+            while queue and len(running) < parallelism(spec, queue[0].resources):
                 p = queue.pop(0)
                 job = _executor(spec, p.resources, jobs_dir).submit(_job(spec, p))
                 with locked_state(spec.sweep_dir) as state:
@@ -219,7 +139,7 @@ def _run_local(spec: SweepSpec, todo: list[Point], report: SubmitReport, out: Te
                 if job.done():
                     del running[job_id]
                     st = sweep_status(SweepState.load(spec.sweep_dir), [p.id])[0]
-                    tell(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.log})" if st.error else ""))
+                    tell(f"{p.id}: {st.state}" + (f" ({st.error}; log {st.err_log or st.log})" if st.error else ""))
                     bar.update(1)
             if queue or running:
                 time.sleep(poll_s)
@@ -255,19 +175,60 @@ def wait_for(spec_or_state: SweepSpec | SweepState, point_ids: list[str], timeou
         time.sleep(poll_s)
 
 
+def check_output_root(spec: SweepSpec) -> None:
+    """Refuse early (dry run included) when the sweep directory cannot be created or written."""
+    target = spec.sweep_dir
+    existing = next(p for p in [target, *target.parents] if p.exists())
+    if not existing.is_dir():
+        raise SpecError(f"{spec.path}: output_root: {existing} is a file, not a directory; point output_root at a "
+                        "directory")
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        why = "read-only file system" if read_only else "permission denied"
+        raise SpecError(f"{spec.path}: output_root: {existing} is not writable ({why}); choose a writable "
+                        "output_root")
+
+
+def check_same_sweep(spec: SweepSpec) -> None:
+    """Two different specs with one name and output root would share (and overwrite) one sweep directory. The
+    same spec file may change (new points get new ids); another file with other content is refused."""
+    stored = spec.sweep_dir / "spec.yaml"
+    if not stored.is_file() or stored.read_text() == spec.path.read_text():
+        return
+    origin = SweepState.load(spec.sweep_dir).data.get("spec")
+    if origin and Path(origin) != spec.path.absolute():
+        raise SpecError(f"{spec.path}: sweep name {spec.name!r} is already used in {spec.sweep_dir} by another spec "
+                        f"({origin}, other content); give this sweep another name or output_root")
+
+
 def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, wait: bool = False,
            wait_timeout_s: float = float("inf"), out: TextIO | None = None, poll_s: float = 1.0) -> SubmitReport:
     out = out or sys.stdout
+    check_output_root(spec)
+    check_same_sweep(spec)
+    if dry_run:
+        points, statuses, todo = plan(spec, retry_failed)
+        print(dry_run_text(spec, statuses, points, todo), file=out)
+        return SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
+                                     {p.id for p in todo}})
+    # SLURM submits take seconds: a second one waits, then finds the first one's jobs in the queue. A local
+    # sweep runs in the foreground for hours: a second one is refused at once, naming the first.
+    with submit_lock(spec.sweep_dir, wait_s=120.0 if spec.executor == "slurm" else 0.0):
+        report, todo = _submit_locked(spec, retry_failed, out, poll_s)
+    if todo and (wait or spec.executor == "local"):
+        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s,
+                                out=out if spec.executor == "slurm" else None)
+    return report
+
+
+def _submit_locked(spec: SweepSpec, retry_failed: bool, out: TextIO, poll_s: float) -> tuple[SubmitReport, list]:
+    check_same_sweep(spec)  # again under the lock: another spec of this name may have been submitted meanwhile
     points, statuses, todo = plan(spec, retry_failed)
     report = SubmitReport(skipped={st.point_id: st.state for st in statuses if st.point_id not in
                                    {p.id for p in todo}})
-    if dry_run:
-        print(dry_run_text(spec, statuses, points, todo), file=out)
-        return report
-    problems = _grouped_problems(todo)
+    problems = grouped_problems(todo)
     if problems:
         raise SpecError(f"{spec.path}: missing inputs, nothing submitted:\n  " + "\n  ".join(problems))
-    spec.sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.sweep_dir / "spec.yaml", spec.path.read_text())
     with locked_state(spec.sweep_dir) as state:
         _note_points(state, spec, points)
@@ -282,10 +243,7 @@ def submit(spec: SweepSpec, dry_run: bool = False, retry_failed: bool = False, w
         _submit_slurm(spec, todo, report, out)
     else:
         _run_local(spec, todo, report, out, poll_s)
-    if todo and (wait or spec.executor == "local"):
-        report.final = wait_for(spec, [p.id for p in todo], wait_timeout_s,
-                                out=out if spec.executor == "slurm" else None)
-    return report
+    return report, todo
 
 
 def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO | None = None) -> list[str]:
@@ -303,9 +261,7 @@ def cancel(state: SweepState, point_ids: list[str] | None = None, out: TextIO | 
             if rec.get("executor") == "local":
                 os.kill(int(rec["job_id"]), signal.SIGINT)  # submitit's local controller stops its tasks on SIGINT
             else:
-                import submitit
-
-                submitit.SlurmJob(folder=fresh.jobs_dir, job_id=rec["job_id"]).cancel(check=True)
+                slurm_query(["scancel", rec["job_id"]], "controller (scancel)")
             rec["cancelled"] = True
             cancelled.append(st.point_id)
             print(f"cancelled {st.point_id} (job {rec['job_id']})", file=out)

@@ -21,7 +21,7 @@ class Resources:
     tasks_per_node: int = 1
     gpus_per_node: int = 0
     cpus_per_task: int = 1
-    mem_gb: float | None = None
+    mem_gb: float | None = None  # 0 asks for the whole memory of every node (sbatch --mem=0)
     timeout_min: int = 60
     signal_delay_s: int = 90  # USR2 this long before the time limit: time to write a checkpoint
     partition: str | None = None
@@ -37,7 +37,9 @@ class Resources:
                                   "slurm_signal_delay_s": self.signal_delay_s}
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
-        if self.mem_gb is not None:
+        if self.mem_gb == 0:
+            params["slurm_mem"] = "0"  # sbatch --mem=0: all the memory of each node
+        elif self.mem_gb is not None:
             params["mem_gb"] = self.mem_gb
         for name in ("partition", "account", "qos", "constraint"):
             if getattr(self, name) is not None:
@@ -106,8 +108,8 @@ def merge_resources(base: Resources, raw: Any, path: Path | str, where: str = "r
             values[name] = check_int(raw[name], f"{p}.{name}", 0)
     if "mem_gb" in raw:
         mem = raw["mem_gb"]
-        if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
-            raise SpecError(f"{p}.mem_gb must be a positive number of GB or null, got {mem!r}")
+        if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem < 0):
+            raise SpecError(f"{p}.mem_gb must be a number of GB (0: the whole node's memory) or null, got {mem!r}")
         values["mem_gb"] = mem
     for name in ("time_limit", "timeout_min"):
         if name in raw:

@@ -8,12 +8,11 @@ asked from SLURM accounting (or the local process table) each time.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from models.files import atomic_write_text, utc_now_iso
+from models.files import atomic_write_text, exclusive_lock, utc_now_iso
 
 STATE_FILE = "state.json"
 JOBS_DIR = "jobs"  # submitit's folder: pickles and logs of every job of the sweep
@@ -68,16 +67,20 @@ class SweepState:
                    submitted_at=utc_now_iso(), cancelled=False, interrupted=False)
 
 
+STATE_LOCK, SUBMIT_LOCK = ".state.lock", ".submit.lock"
+
+
 @contextlib.contextmanager
-def locked_state(sweep_dir: Path) -> Iterator[SweepState]:
+def locked_state(sweep_dir: Path, wait_s: float = 60.0) -> Iterator[SweepState]:
     """Load, hand out and save the state with an exclusive lock: two submits at once must not lose job ids."""
     sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".state.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            state = SweepState.load(sweep_dir)
-            yield state
-            state.save()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(sweep_dir / STATE_LOCK, f"sweep state {sweep_dir / STATE_FILE}", wait_s=wait_s):
+        state = SweepState.load(sweep_dir)
+        yield state
+        state.save()
+
+
+def submit_lock(sweep_dir: Path, wait_s: float):
+    """Held by ``sweep submit`` from planning to the last recorded job id, so that a second submit of the same
+    sweep either waits and then sees the first one's jobs in the queue, or is refused naming the first one."""
+    return exclusive_lock(Path(sweep_dir) / SUBMIT_LOCK, f"sweep {Path(sweep_dir).name} (another submit)", wait_s)

@@ -9,9 +9,12 @@ submitting command are INTERRUPTED, and the next submit continues them like NEW 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import os
 import pickle
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,6 +43,7 @@ class PointStatus:
     log: str | None
     error: str | None
     run_dir: str
+    err_log: str | None = None  # the job's stderr: where Python tracebacks go (log is its stdout)
 
 
 def _age_s(iso: str | None) -> float:
@@ -84,16 +88,72 @@ def _local_state(jobs_dir: Path, rec: dict[str, Any]) -> tuple[str, str | None]:
     return "FAILED", "the job process ended without a result (killed?)"
 
 
-def slurm_states(jobs_dir: Path, job_ids: Iterable[str]) -> dict[str, str]:
-    """SLURM states of many jobs with one sacct call (through submitit's watcher)."""
-    import submitit
+class SchedulerError(RuntimeError):
+    """The SLURM controller or accounting did not answer: one line naming the command, its error and the fix."""
 
-    jobs = {jid: submitit.SlurmJob(folder=jobs_dir, job_id=jid) for jid in set(job_ids)}
-    if not jobs:
+
+def slurm_query(cmd: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SchedulerError(f"{cmd[0]} not found: this machine has no SLURM client; run where sbatch works") from None
+    except subprocess.TimeoutExpired:
+        raise SchedulerError(f"{cmd[0]} did not answer within 60 s: the SLURM {what} is overloaded or down; "
+                             "try again later") from None
+    if proc.returncode != 0:
+        reason = (_error_line(proc.stderr) or f"exit status {proc.returncode}").removeprefix(f"{cmd[0]}: ")
+        raise SchedulerError(f"the SLURM {what} is not answering ({cmd[0]}: {reason}); nothing was changed, run "
+                             f"the command again when `{cmd[0]}` works")
+    return proc.stdout
+
+
+def queued_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """States of the jobs SLURM's controller still holds (``squeue``): the live truth, no accounting lag."""
+    wanted = set(job_ids)
+    out = slurm_query(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"], "controller (squeue)")
+    states = {}
+    for line in out.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id in wanted:
+            states[job_id] = state.split()[0].upper() if state.strip() else "UNKNOWN"
+    return states
+
+
+def accounting_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """End states from SLURM accounting (``sacct``) of jobs that left the queue."""
+    ids = sorted(set(job_ids))
+    if not ids:
         return {}
-    submitit.SlurmJob.watcher.update()
-    return {jid: (job.get_info(mode="cache").get("State") or "UNKNOWN").split()[0].upper()
-            for jid, job in jobs.items()}
+    asked = sorted(set(ids) | {i.split("_")[0] for i in ids})  # array tasks never started are known by the array
+    out = slurm_query(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(asked)], "accounting (sacct)")
+    states = {}
+    for line in out.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        for one in _array_members(job_id):
+            if one in ids and state.strip():
+                states[one] = state.split()[0].upper()
+    return states
+
+
+def _array_members(job_id: str) -> list[str]:
+    """sacct lists array tasks that never started as one record, ``123_[0-3,7%2]``: one id per task."""
+    match = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", job_id)
+    if not match:
+        return [job_id]
+    members = []
+    for part in match.group(2).split(","):
+        first, _, last = part.partition("-")
+        members += [f"{match.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return members
+
+
+def slurm_states(jobs_dir: Path, job_ids: Iterable[str]) -> dict[str, str]:
+    """SLURM states of many jobs: the queue first (a queued job is never mistaken for a new one, whatever
+    accounting says), accounting for those that left it. Raises SchedulerError when either does not answer."""
+    ids = set(job_ids)
+    states = queued_states(ids)
+    ended = accounting_states(ids - set(states))
+    return {jid: states.get(jid) or ended.get(jid) or "UNKNOWN" for jid in ids}
 
 
 def _last_val_loss(run_dir: Path) -> float | None:
@@ -151,7 +211,7 @@ def resolve_status(point_id: str, rec: dict[str, Any], jobs_dir: Path, sched: st
         point_id=point_id, depth=rec.get("depth"), state=state, step=(status or {}).get("step"),
         total_steps=(status or {}).get("total_steps"), last_val_loss=_last_val_loss(run_dir),
         params=point_params(run_dir), job_id=rec.get("job_id"), job_state=sched, log=rec.get("log"), error=error,
-        run_dir=str(run_dir))
+        run_dir=str(run_dir), err_log=rec.get("err_log"))
 
 
 def sweep_status(state: SweepState, point_ids: list[str] | None = None) -> list[PointStatus]:
@@ -195,12 +255,26 @@ def format_table(rows: list[PointStatus]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     for r in rows:
         if r.error and r.state not in {"COMPLETED", "NEW", "INTERRUPTED"} | ACTIVE:
-            lines.append(f"{r.point_id} {r.state}: {r.error}  (log: {r.log or r.run_dir})")
+            lines.append(f"{r.point_id} {r.state}: {r.error}")
+            lines += [f"  {line}" for line in log_tail(r.err_log or r.log)]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no points")
     return "\n".join(lines)
+
+
+def log_tail(path: str | None, count: int = 5) -> list[str]:
+    """The last lines of a failed job's log (its stderr holds the traceback), with the path to read the rest."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 16384))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return [f"(log {path} is not readable)"]
+    return [f"last lines of {path}:"] + ["  " + ln for ln in lines[-count:]]
 
 
 def _short(path: str | None) -> str:

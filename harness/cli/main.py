@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="varscale",
         description="Scaling laws and standardized evaluation for VAR image generators.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of an error (also: VARSCALE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)  # a missing module is an install error: let it show
@@ -41,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.cli.failures import debug_wanted, describe, record_failure
+    from models.files import LockedError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -54,4 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if debug_wanted(args):
+            raise
+        line, code = describe(exc)
+        print(f"varscale {args.command}: error: {line}", file=sys.stderr)
+        if not isinstance(exc, LockedError):  # a lock held elsewhere: that process owns the run's status
+            record_failure(args, line)
+        return code
     return int(result or 0)

@@ -80,6 +80,45 @@ def _usage_errors(func):
 
 @_usage_errors
 def _cmd_train(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+    import signal
+    import sys
+
+    from harness.training.control import TrainControl
+    from harness.training.loop import run_lock, train_run
+    from harness.training.step import NonFiniteLossError
+
+    _settle_config(args, write=False)  # a bad config is refused before anything is created
+    control = TrainControl()
+    # SIGTERM (kill, a scheduler's stop): save at the next step boundary and record "interrupted"; SIGINT raises
+    # KeyboardInterrupt, which records "interrupted" at the last checkpoint without waiting for a save
+    previous = signal.signal(signal.SIGTERM, lambda *_: control.request_checkpoint(stop=True, reason="interrupted"))
+    # the lock covers config.json too: a second command must not rewrite the config of a run that is training
+    # (under torchrun every rank runs this command; rank 0 locks, as in train_run)
+    locked = run_lock(args.run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    try:
+        with locked:
+            _settle_config(args, write=True)
+            result = train_run(args.run_dir, control)
+    except NonFiniteLossError as exc:
+        print(f"varscale train: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result["state"] == "interrupted":
+        print(f"varscale train: stopped by SIGTERM at step {result['step']}, checkpoint saved; run the same command "
+              "to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    final = result.get("final") or {}
+    print(json.dumps({"state": result["state"], "step": result["step"], "val_loss_mean": final.get("loss_mean"),
+                      "val_err_mean": final.get("err_mean"), "run_dir": result["run_dir"]}))
+    return 0
+
+
+def _settle_config(args: argparse.Namespace, write: bool) -> None:
+    """A new run's config.json from --config/--set (written when ``write``), or the check that options given for an
+    existing run match the config it was started with."""
     from harness.config import (
         ConfigError,
         TrainConfig,
@@ -87,13 +126,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from_dict,
         to_dict,
     )
-    from harness.training.loop import DERIVED_BLOCKS, read_run_config, train_run
+    from harness.training.loop import DERIVED_BLOCKS, read_run_config
     from models.files import save_json
 
     config_path = args.run_dir / "config.json"
-    given = args.config is not None or args.overrides
     if config_path.exists():
-        if given:
+        if args.config is not None or args.overrides:
             existing, _ = read_run_config(args.run_dir)
             wanted = _absolute_paths(from_dict(TrainConfig, {**to_dict(existing), **_merge(to_dict(existing), args)}))
             wanted.validate()
@@ -101,24 +139,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 diff = first_difference(to_dict(existing), to_dict(wanted), wanted_word="asked")
                 raise ConfigError(f"{config_path} already holds a different config ({diff}); use a new --run-dir "
                                   f"or run without --config/--set to resume")
-    else:
-        raw = {k: v for k, v in _config_dict(args.config, args.overrides).items() if k not in DERIVED_BLOCKS}
-        cfg = _absolute_paths(from_dict(TrainConfig, raw))
-        cfg.validate()
+        return
+    raw = {k: v for k, v in _config_dict(args.config, args.overrides).items() if k not in DERIVED_BLOCKS}
+    cfg = _absolute_paths(from_dict(TrainConfig, raw))
+    cfg.validate()
+    if write:
         save_json(config_path, to_dict(cfg))
-    from harness.training.step import NonFiniteLossError
-
-    try:
-        result = train_run(args.run_dir)
-    except NonFiniteLossError as exc:
-        import sys
-
-        print(f"varscale train: error: {exc}", file=sys.stderr)
-        return 1
-    final = result.get("final") or {}
-    print(json.dumps({"state": result["state"], "step": result["step"], "val_loss_mean": final.get("loss_mean"),
-                      "val_err_mean": final.get("err_mean"), "run_dir": result["run_dir"]}))
-    return 0
 
 
 def _absolute_paths(cfg):
@@ -169,11 +195,14 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
 
 @_usage_errors
 def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from harness.cli.main import UsageError
     from harness.config import DataConfig, TokenizerRef, from_dict
     from harness.data.token_cache import encode_dataset
     from harness.distributed import resolve_device
     from harness.tokenizer.storage import load_tokenizer
 
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     data_cfg = from_dict(DataConfig, _config_dict(args.config, args.overrides), prefix="data.")
     data_cfg.validate()
     if data_cfg.root:

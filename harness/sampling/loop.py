@@ -158,14 +158,28 @@ Generate = Callable[[int, np.ndarray, int], "object"]   # (B, labels_B, g_seed) 
 
 def run_shard(out: SampleDir, protocol: SamplingProtocol, generate: Generate, shard: int = 0,
               num_shards: int = 1) -> list[int]:
-    """Make this shard's missing batches; returns the batch indices made now."""
-    from tqdm import tqdm
+    """Make this shard's missing batches; returns the batch indices made now. One process per shard (a lock);
+    the temporary files a killed run of this shard left are removed first."""
+    from models.files import exclusive_lock
 
     if not 0 <= shard < num_shards:
         raise SamplingError(f"shard {shard} is not in [0, {num_shards})")
+    out.parts.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out.parts / f".shard-{shard}-of-{num_shards}.lock",
+                        f"sample output {out.npz} (shard {shard} of {num_shards})"):
+        return _run_shard_locked(out, protocol, generate, shard, num_shards)
+
+
+def _run_shard_locked(out: SampleDir, protocol: SamplingProtocol, generate: Generate, shard: int,
+                      num_shards: int) -> list[int]:
+    from tqdm import tqdm
+
+    from models.files import remove_stale_temps
     labels = class_labels(protocol.num_samples, protocol.num_classes)
     mine = [b for b in range(protocol.num_batches) if b % num_shards == shard]
     todo = [b for b in mine if b not in out.done(protocol.num_batches)]
+    for b in todo:  # only this shard's batches: another shard may be writing its own right now
+        remove_stale_temps(out.parts, out.batch_path(b).name)
     made = []
     for b in tqdm(todo, desc=f"sampling shard {shard}/{num_shards}", unit="batch", disable=None):
         rows = slice(b * protocol.batch_size, min((b + 1) * protocol.batch_size, protocol.num_samples))

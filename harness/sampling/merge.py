@@ -15,15 +15,29 @@ from harness.sampling.loop import (
     row_permutation,
 )
 from harness.sampling.npz import write_npz, write_png_folder
-from models.files import save_json, sha256_file, utc_now_iso
+from models.files import (
+    exclusive_lock,
+    remove_stale_temps,
+    save_json,
+    sha256_file,
+    utc_now_iso,
+)
 
 
 def merge(out: SampleDir, png: bool = False, rows_per_chunk: int = 1024) -> Path:
     """Write ``out.npz`` from the batch files; every batch must be present. Memory: one chunk of rows (the batch
-    files are memory-mapped), so 50k x 256 x 256 x 3 never sits in RAM at once."""
+    files are memory-mapped), so 50k x 256 x 256 x 3 never sits in RAM at once. One merge at a time per output
+    (a lock); the temporary files of a merge that was killed are removed first."""
+    header = out.header()
+    with exclusive_lock(out.parts / ".merge.lock", f"sample output {out.npz} (another merge)"):
+        for name in (out.npz.name, out.sidecar.name):
+            remove_stale_temps(out.npz.parent, name)
+        return _merge_locked(out, header, png, rows_per_chunk)
+
+
+def _merge_locked(out: SampleDir, header: dict, png: bool, rows_per_chunk: int) -> Path:
     from tqdm import tqdm
 
-    header = out.header()
     protocol = SamplingProtocol(**header["protocol"])
     missing = sorted(set(range(protocol.num_batches)) - out.done(protocol.num_batches))
     if missing:

@@ -50,12 +50,25 @@ def save_tokenizer(vae, path: Path, extra_metadata: dict[str, Any] | None = None
 
 def save_state_dict_file(module: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """``module``'s state dict (official key names, CPU tensors) as safetensors, written atomically: a reader never
-    sees half a file, and a crash leaves the previous one."""
-    from safetensors.torch import save_file
+    sees half a file, and a crash leaves the previous one. The same weights and metadata always give the same
+    bytes (and so the same sha256, which token caches and runs record)."""
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     with atomic_target(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_metadata(save(state, metadata=metadata)))
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """safetensors stores its metadata from a hash map, in an order that changes from one process to the next;
+    rewrite the JSON header with the metadata keys sorted (tensor entries keep their order and offsets)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes so the tensor data stay aligned
+    return len(text).to_bytes(8, "little") + text + blob[8 + size:]
 
 
 def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -66,12 +79,25 @@ def read_state_and_kwargs(path: Path) -> tuple[dict[str, torch.Tensor], dict[str
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        kwargs = json.loads(meta["vqvae_kwargs"]) if "vqvae_kwargs" in meta else None
-        return load_file(str(path)), kwargs
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            kwargs = json.loads(meta["vqvae_kwargs"]) if "vqvae_kwargs" in meta else None
+            return load_file(str(path)), kwargs
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
+            raise ConfigError(f"{path}: not a readable safetensors file ({_first_line(exc)}); it is empty, truncated "
+                              "or another format: copy or export it again") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch reports damage and foreign pickles in many error types
+        raise ConfigError(f"{path}: not a readable weights-only torch file ({_first_line(exc)}); it is truncated "
+                          "or holds pickled objects rather than a state dict") from None
     return state, None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def load_tokenizer(ref: TokenizerRef, device: str | torch.device = "cpu"):

@@ -27,7 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.config import TokenizerTrainConfig, to_dict
+from harness.config import (
+    ConfigError,
+    TokenizerTrainConfig,
+    first_difference,
+    load_json,
+    to_dict,
+)
 from harness.data.images import GlobalBatchSampler, build_image_datasets, collate
 from harness.distributed import resolve_device
 from harness.tokenizer.storage import save_tokenizer
@@ -36,8 +42,9 @@ from harness.training.checkpointer import (
     capture_rng_states,
     restore_rng_states,
 )
+from harness.training.control import ForkSafeLoader, ignore_job_signals
 from harness.training.metrics import MetricsLog
-from models.files import save_json
+from models.files import exclusive_lock, remove_stale_temps, save_json
 
 DEAD_FRACTION = 0.03
 
@@ -110,13 +117,36 @@ def evaluate_tokenizer(vae, loader, device) -> dict[str, Any]:
 
 def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     """Train (or continue training) a tokenizer into ``out_dir``; returns the held-out summary."""
+    cfg.validate()
+    out_dir = Path(out_dir)
+    check_resumable(cfg, out_dir)  # before the lock file: a refused command leaves the directory as it was
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out_dir / ".lock", f"tokenizer output {out_dir}"):
+        check_resumable(cfg, out_dir)  # again under the lock: another trainer may have started meanwhile
+        for folder, name in ((".", "config.json"), (".", "summary.json"), (".", "tokenizer.safetensors"),
+                             ("checkpoints", "last.pt")):
+            remove_stale_temps(out_dir / folder, name)
+        return _train_locked(cfg, out_dir)
+
+
+def check_resumable(cfg: TokenizerTrainConfig, out_dir: Path) -> None:
+    """An existing output is continued only with the config it was started with: other options would rewrite
+    ``tokenizer.safetensors`` (a new sha256) under the token caches and runs tied to the old one."""
+    saved_path = Path(out_dir) / "config.json"
+    if not saved_path.is_file():
+        return
+    saved = load_json(saved_path)
+    if saved != to_dict(cfg):
+        diff = first_difference(saved, to_dict(cfg), wanted_word="asked")
+        raise ConfigError(f"{out_dir} holds a tokenizer of another config ({diff}); use a new --out, or run "
+                          "without --config/--set to continue that one")
+
+
+def _train_locked(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     from tqdm import tqdm
 
     from models import VQVAE
 
-    cfg.validate()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     done = out_dir / "summary.json"
     if done.exists() and (out_dir / "tokenizer.safetensors").exists():
         summary = json.loads(done.read_text())
@@ -142,8 +172,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     else:
         log.truncate_to(0)
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, 1, 0, 1, cfg.seed, start_step=step)
-    batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                               collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed)))
+    train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
+                                               worker_init_fn=ignore_job_signals, collate_fn=collate,
+                                               generator=torch.Generator().manual_seed(cfg.seed))
+    batches = iter(ForkSafeLoader(train_loader))
     n_eval = min(cfg.eval_images, len(val_set))
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(n_eval)), batch_size=64,
                                              collate_fn=collate)

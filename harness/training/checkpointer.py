@@ -8,8 +8,10 @@ A checkpoint is a dict of plain containers and tensors, loaded with ``weights_on
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ class Checkpointer:
         if not self.is_writer:
             return None
         with atomic_target(self.last_path) as tmp:
-            torch.save(state, tmp)
+            _torch_save(state, tmp)
             if self.last_path.exists():  # keep the one before: load() falls back to it if the new one is torn
                 os.replace(self.last_path, self.dir / PREV)
         _fsync_dir(self.dir)
@@ -51,6 +53,25 @@ class Checkpointer:
             except Exception as exc:  # noqa: BLE001 - a torn or corrupt file: fall back to the previous one
                 warnings.warn(f"checkpoint {path} is unreadable ({exc}); trying the previous one", stacklevel=2)
         return None
+
+
+def _torch_save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save``, with a failed write (torch's C++ writer reports a full disk as a RuntimeError) raised as
+    the OSError it is. Raised after the except block: torch's writer, which keeps the half-written file open,
+    is freed first, so the space comes back when the caller removes the file and the status can still be written."""
+    failure = None
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        failure = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    if failure is None:
+        return
+    if shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent))
+    raise OSError(errno.EIO, f"writing the checkpoint failed ({failure})", str(path.parent))
+
+
+NEARLY_FULL_BYTES = 16 << 20
 
 
 def _fsync_dir(path: Path) -> None:

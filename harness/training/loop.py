@@ -6,6 +6,7 @@ uninterrupted one (same data order, RNG states, optimizer state). Files follow d
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -30,7 +31,7 @@ from harness.training.checkpointer import (
     capture_rng_states,
     restore_rng_states,
 )
-from harness.training.control import TrainControl
+from harness.training.control import ForkSafeLoader, TrainControl, ignore_job_signals
 from harness.training.metrics import (
     MetricsLog,
     ScaleStats,
@@ -39,10 +40,14 @@ from harness.training.metrics import (
 )
 from harness.training.model_setup import build_var, model_block, protocol_block
 from harness.training.step import NonFiniteLossError, Trainer
-from models.files import save_json
+from models.files import exclusive_lock, remove_stale_temps, save_json
 
 DERIVED_BLOCKS = ("model", "protocol")
 CHECKPOINT_FORMAT = "varscale-train/1"
+
+
+class ResumeRefused(ConfigError):
+    """The run's checkpoint belongs to another config: refused before anything in the run directory changes."""
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
@@ -55,19 +60,38 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def train_run(run_dir: Path, control: TrainControl | None = None) -> dict[str, Any]:
-    """Train (or continue training) the run in ``run_dir``; returns the final held-out record and state."""
+    """Train (or continue training) the run in ``run_dir``; returns the final held-out record and state.
+
+    Rank 0 holds the run directory's lock for the whole run: a second trainer on the same directory is refused
+    with the first one's host/pid/job. ``status.json`` is only written by a process holding the lock, and not when
+    the start is refused (lock held elsewhere, a checkpoint of another config): what an earlier run recorded stays.
+    Failures record "failed", KeyboardInterrupt "interrupted"; a save-and-stop request its reason (see control)."""
     run_dir = Path(run_dir)
     cfg, _ = read_run_config(run_dir)
     env = init_from_env(cfg.device)
+    run = _Run(run_dir, cfg, env, control or TrainControl())
     try:
-        return _Run(run_dir, cfg, env, control or TrainControl()).run()
+        with run_lock(run_dir) if env.is_main else contextlib.nullcontext():
+            for folder, name in STALE_TEMPS:  # left by a process killed while writing (we hold the lock now)
+                remove_stale_temps(run_dir / folder, name)
+            return run.run()
     except BaseException as exc:
-        if env.is_main and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            step = _checkpoint_step(run_dir)
-            write_status(run_dir, "failed", step, cfg.total_steps, error=f"{type(exc).__name__}: {exc}")
+        if env.is_main and run.started and not isinstance(exc, (SystemExit, ResumeRefused)):
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = None if state == "interrupted" else f"{type(exc).__name__}: {exc}".splitlines()[0]
+            with contextlib.suppress(OSError):  # a full disk may refuse this too; the CLI reports the error
+                write_status(run_dir, state, _checkpoint_step(run_dir), cfg.total_steps, error=error)
         raise
     finally:
         shutdown(env)
+
+
+STALE_TEMPS = ((".", "status.json"), (".", "config.json"), ("checkpoints", "last.pt"),
+               ("final", "model.safetensors"))
+
+
+def run_lock(run_dir: Path):
+    return exclusive_lock(Path(run_dir) / ".lock", f"run directory {run_dir}")
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -89,7 +113,7 @@ def _check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Pat
         if isinstance(saved.get(key), dict) and isinstance(current.get(key), dict) and key != "kwargs":
             _check_same_config(saved[key], current[key], path, name + ".")
         elif saved.get(key) != current.get(key) and name not in OPERATIONAL_OPTIONS:
-            raise ConfigError(f"{path} was written with {name}={saved.get(key)!r} but config.json now says "
+            raise ResumeRefused(f"{path} was written with {name}={saved.get(key)!r} but config.json now says "
                               f"{current.get(key)!r}; resuming would not continue the same run (use a new run dir)")
 
 
@@ -97,6 +121,7 @@ class _Run:
     def __init__(self, run_dir: Path, cfg: TrainConfig, env: DistEnv, control: TrainControl) -> None:
         self.run_dir, self.cfg, self.env, self.control = run_dir, cfg, env, control
         self.device = env.device
+        self.started = False  # set once this process holds the run's lock and so owns its status.json
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -130,7 +155,7 @@ class _Run:
             self.metrics.truncate_to(0)
             return
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"{self.checkpointer.last_path}: unknown checkpoint format {state.get('format')!r}")
+            raise ResumeRefused(f"{self.checkpointer.last_path}: unknown checkpoint format {state.get('format')!r}")
         _check_same_config(state["config"], to_dict(self.cfg), self.checkpointer.last_path)
         self.trainer.load_state_dict(state["trainer"])
         self.step, self.wall_time_s = int(state["step"]), float(state["wall_time_s"])
@@ -149,17 +174,20 @@ class _Run:
         # own generators: creating a DataLoader iterator otherwise draws from the global RNG, which would shift
         # the cond-drop stream of a resumed run
         train = torch.utils.data.DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                                            collate_fn=collate, pin_memory=self.device.type == "cuda",
+                                            worker_init_fn=ignore_job_signals, collate_fn=collate,
+                                            pin_memory=self.device.type == "cuda",
                                             generator=torch.Generator().manual_seed(cfg.seed))
         n_eval = min(cfg.eval_images, len(self.val_set))
         mine = list(range(env.rank, n_eval, env.world_size))
         val = torch.utils.data.DataLoader(torch.utils.data.Subset(self.val_set, mine), batch_size=cfg.eval_batch_size,
                                           shuffle=False, num_workers=cfg.data.workers, collate_fn=collate,
+                                          worker_init_fn=ignore_job_signals,
                                           generator=torch.Generator().manual_seed(cfg.seed))
-        return iter(train), val
+        return iter(ForkSafeLoader(train)), ForkSafeLoader(val)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
+        self.started = True
         self._setup()
         self._resume()  # refuses a checkpoint of another config before config.json is rewritten
         cfg, env = self.cfg, self.env
@@ -200,9 +228,11 @@ class _Run:
                     self._save()
                     if self.control.checkpoint_requested() or stop:  # every rank confirms a save-and-stop
                         self.control.acknowledge_saved()
-                if stop:
+                if stop:  # SIGTERM ("interrupted") or the scheduler's requeue warning ("requeued")
                     bar.close()
-                    return self._result("running")
+                    if env.is_main:
+                        write_status(self.run_dir, self.control.stop_reason, self.step, cfg.total_steps)
+                    return self._result(self.control.stop_reason)
         except NonFiniteLossError as exc:
             kept = self.checkpointer.last_path if self.checkpointer.last_path.exists() else None
             where = f"the last good checkpoint is {kept}" if kept else "no checkpoint had been written yet"

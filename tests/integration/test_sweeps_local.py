@@ -15,7 +15,7 @@ from harness.cli.main import main
 from sweeps.launch import submit
 from sweeps.spec import load_spec
 from sweeps.state import SweepState
-from sweeps.status import sweep_status
+from sweeps.status import format_table, sweep_status
 
 
 def test_local_sweep_end_to_end_resubmit_and_collect(monkeypatch, tmp_path, capsys):
@@ -84,6 +84,8 @@ def test_local_failure_is_marked_failed_with_error_and_log(monkeypatch, tmp_path
     assert st.state == "FAILED" and "no class folders" in st.error
     assert st.log.endswith(f"{st.job_id}_0_log.out")
     assert "no class folders" in (spec.sweep_dir / "jobs" / f"{st.job_id}_0_log.err").read_text()
+    shown = format_table([st]).split(f"last lines of {st.err_log}:")  # the traceback is in .err, not .out
+    assert len(shown) == 2 and "no class folders" in shown[1]
     assert submit(spec).submitted == []  # failed points wait for --retry-failed
     assert submit(spec, retry_failed=True, poll_s=0.2).submitted == [st.point_id]
 

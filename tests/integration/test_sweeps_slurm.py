@@ -182,8 +182,13 @@ def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatc
 
 
 def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
+    # with DataLoader workers, as the paper spec runs (the workers' signal handling itself is tested with a signal to
+    # the whole process group in tests/unit/training/test_train_failures.py)
     spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
-                                train={"total_steps": 100, "eval_every": 20}, resources={"time_limit": 60}))
+                                train={"total_steps": 100, "eval_every": 20, "data": {
+                                    "source": "synthetic", "resolution": 32, "num_classes": 4, "workers": 2,
+                                    "synthetic_train_size": 64, "synthetic_val_size": 16}},
+                                resources={"time_limit": 60}))
     point = submit(spec).submitted[0]
     run_dir = spec.sweep_dir / "points" / point
     wait_until(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, 90,
@@ -194,8 +199,9 @@ def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
     st = _status(spec, point)
     assert st.state == "COMPLETED" and st.step == 100, st.error
     log = Path(st.log.replace(".out", ".err")).read_text()
-    assert "checkpoint saved; requeueing" in log and "continues: status.json says running at step" in log
-    resumed_at = int(log.split("continues: status.json says running at step ")[1].split("/")[0])
+    assert "no checkpoint confirmation" not in log  # no worker ran the handler
+    assert "checkpoint saved; requeueing" in log and "continues: status.json says requeued at step" in log
+    resumed_at = int(log.split("continues: status.json says requeued at step ")[1].split("/")[0])
     assert 20 <= resumed_at < 100
     assert "REQUEUED" in _sacct_states(job_id)
     import torch

@@ -125,7 +125,8 @@ def test_checkpoint_request_saves_and_stops_then_resumes(tmp_path, tokenizer):
     control = TrainControl()
     control.request_checkpoint(stop=True)
     out = train_run(run, control)
-    assert out["state"] == "running" and out["step"] == 1 and control.wait_saved(timeout=0)
+    assert out["state"] == "requeued" and out["step"] == 1 and control.wait_saved(timeout=0)
+    assert json.loads((run / "status.json").read_text())["state"] == "requeued"
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
     assert train_run(run)["state"] == "finished"
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
@@ -170,10 +171,12 @@ def test_resume_refuses_a_changed_config(tmp_path, tokenizer):
     config = json.loads((run / "config.json").read_text())
     config["base_lr"] = 0.5
     (run / "config.json").write_text(json.dumps(config))
+    status_before = (run / "status.json").read_bytes()
     from harness.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"written with base_lr=0.1 but config.json now says 0.5"):
         train_run(run)
+    assert (run / "status.json").read_bytes() == status_before  # a refused resume leaves the run's status alone
     config["base_lr"], config["checkpoint_every_steps"] = 0.1, 1  # an operational option may change
     (run / "config.json").write_text(json.dumps(config))
     assert train_run(run)["state"] == "finished"
