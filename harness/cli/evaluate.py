@@ -26,9 +26,9 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--inception-dtype", choices=("float32", "float64"), default="float32",
                    help="internal dtype of the Inception (torch-fidelity allows float64 for extra precision)")
-    p.add_argument("--fid-method", choices=("eigh", "sqrtm", "eigvals", "gram"), default="eigh",
-                   help="how tr sqrt(S1 S2) is computed: eigh (default; symmetric eigenvalues, seconds, equal to "
-                        "sqrtm to 1e-6), sqrtm (ADM's scipy code; minutes per 2048-d matrix on a CPU), eigvals "
+    p.add_argument("--fid-method", choices=("auto", "eigh", "sqrtm", "eigvals", "gram"), default="auto",
+                   help="how tr sqrt(S1 S2) is computed: auto (default: gram below d images, else eigh), eigh "
+                        "(symmetric eigenvalues, seconds, equal to sqrtm to 1e-6), sqrtm (ADM's scipy code; minutes per 2048-d matrix on a CPU), eigvals "
                         "(torch-fidelity), gram (exact via the raw features; fast for small N)")
     p.add_argument("--is-split-rule", choices=("adm", "equal"), default="adm",
                    help="adm (default): consecutive chunks of --is-split-size rows, the last shorter; equal: "

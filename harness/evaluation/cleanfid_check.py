@@ -164,8 +164,8 @@ def evaluate_cleanfid(samples: ImageSource, reference: ImageSource, modes=MODES,
             result["fid_vs_reference_images"] = result["fid"]
             result["fid"] = frechet_distance(sample_features.mean(0), np.cov(sample_features, rowvar=False),
                                              reference.stats["mu"], reference.stats["sigma"],
-                                             fid_method if fid_method != "gram" else "eigh")
-            result["fid_code"] = f"harness {fid_method if fid_method != 'gram' else 'eigh'} vs stored statistics"
+                                             fid_method, sample_features)
+            result["fid_code"] = f"harness {fid_method} vs stored statistics"
         out[mode] = result | {"compared_against": label, "num_samples": samples.num_images,
                               "kid_compared_against": f"the {reference.num_images} images of {reference.path.name}",
                               "weights": str(extractor.weights_path.resolve()),
@@ -196,6 +196,27 @@ def write_random_cleanfid_weights(folder: str | os.PathLike, inception_weights: 
     return folder / WEIGHTS_FILENAME
 
 
+def _tf1_bilinear_axis(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TF1 ``ResizeBilinear`` (align_corners=False, no half-pixel centres) along one axis: the source of target i
+    is i * (n_in / n_out) in float32; its floor, the next index (clamped) and the fraction."""
+    scale = torch.tensor(float(n_in), dtype=torch.float32) / torch.tensor(float(n_out), dtype=torch.float32)
+    source = torch.arange(n_out, dtype=torch.float32, device=device) * scale.to(device)
+    lower = torch.floor(source)
+    upper = torch.clamp(lower + 1, max=float(n_in - 1))
+    return lower.long(), upper.long(), source - lower
+
+
+def resize_like_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) float32 to (B, C, size, size) as TF1's ResizeBilinear computes it: across first, then down."""
+    y0, y1, fy = _tf1_bilinear_axis(x.shape[2], size, x.device)
+    x0, x1, fx = _tf1_bilinear_axis(x.shape[3], size, x.device)
+    top_left, top_right = x[:, :, y0][:, :, :, x0], x[:, :, y0][:, :, :, x1]
+    bottom_left, bottom_right = x[:, :, y1][:, :, :, x0], x[:, :, y1][:, :, :, x1]
+    top = top_left + (top_right - top_left) * fx
+    bottom = bottom_left + (bottom_right - bottom_left) * fx
+    return top + (bottom - top) * fy[:, None]
+
+
 class _TorchScriptInception(torch.nn.Module):
     def __init__(self, layers, fc):
         super().__init__()
@@ -203,7 +224,7 @@ class _TorchScriptInception(torch.nn.Module):
         self.output = fc
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = F.interpolate(img.to(torch.float32), size=(299, 299), mode="bilinear", align_corners=False)
+        x = resize_like_tf1(img.to(torch.float32), 299)   # NVIDIA's file resizes as TF1 does (clean-fid: ~2e-5)
         features = self.layers((x - 128) / 128).reshape(-1, 2048)
         if return_features:
             return features

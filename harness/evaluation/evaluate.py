@@ -52,7 +52,7 @@ class EvalConfig:
     pr_k: int = 3
     pr_chunk: int = 10_000
     pr_distances: str = "adm-float16"       # adm-float16 (ADM exact) | float32 | float64
-    fid_method: str = DEFAULT_FID_METHOD    # eigh (default) | sqrtm (ADM's code) | eigvals | gram
+    fid_method: str = DEFAULT_FID_METHOD    # auto (gram or eigh) | eigh | sqrtm (ADM's code) | eigvals | gram
     bootstrap_rounds: int = 200             # IS, precision, recall intervals (0: none)
     fid_bootstrap_rounds: int = 20          # FID, sFID intervals (about 1 s per round and metric on a CPU)
     bootstrap_seed: int = 0

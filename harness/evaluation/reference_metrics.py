@@ -23,9 +23,9 @@ def _pair(source: ImageSource, features, mu_key: str, sigma_key: str, which: str
 def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, which, metrics, intervals_out):
     s_raw, s_mu, s_sigma = _pair(samples, sample_feats, mu_key, sigma_key, which)
     r_raw, r_mu, r_sigma = _pair(ref, ref_feats, mu_key, sigma_key, which)
-    method = cfg.fid_method
+    method = fid.resolve_method(cfg.fid_method, s_raw, r_raw)
     if method == "gram" and s_raw is None and r_raw is None:
-        method = fid.DEFAULT_FID_METHOD   # gram needs raw features of one side
+        method = "eigh"   # gram needs raw features of one side
     name = "fid" if mu_key == "mu" else "sfid"
     metrics[name] = fid.frechet_distance(s_mu, s_sigma, r_mu, r_sigma, method, s_raw, r_raw)
     if cfg.fid_bootstrap_rounds > 1 and s_raw is not None:

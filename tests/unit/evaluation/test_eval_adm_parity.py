@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import softmax as scipy_softmax
+from adm_reference import adm_inception_score, adm_precision_recall
 
 from harness.evaluation import fid, intervals
 from harness.evaluation.inception_score import inception_score
@@ -12,18 +12,6 @@ from harness.evaluation.precision_recall import precision_recall, precision_reca
 
 
 # ------------------------------------------------------------------------------------------------ IS
-
-def _adm_inception_score(logits, split_size=5000):
-    """ADM's compute_inception_score: consecutive chunks of split_size rows (the last one shorter), mean of
-    exp(mean KL) over the chunks."""
-    preds = scipy_softmax(logits.astype(np.float64), axis=1)
-    scores = []
-    for i in range(0, len(preds), split_size):
-        part = preds[i:i + split_size]
-        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
-        scores.append(np.exp(np.mean(np.sum(kl, 1))))
-    return float(np.mean(scores)), scores
-
 
 def _imagenet_like_logits(n, classes=100, seed=0):
     rng = np.random.default_rng(seed)
@@ -36,7 +24,7 @@ def _imagenet_like_logits(n, classes=100, seed=0):
 @pytest.mark.parametrize("n", [12_345, 10_000])
 def test_inception_score_follows_adm_split_rule(n):
     logits = _imagenet_like_logits(n)
-    expected, expected_scores = _adm_inception_score(logits)
+    expected, expected_scores = adm_inception_score(logits)
     mean, _, scores = inception_score(logits)
     assert len(scores) == len(expected_scores) == -(-n // 5000)      # 3 chunks at 12,345 (the last of 2,345)
     assert mean == pytest.approx(expected, rel=1e-6)
@@ -53,31 +41,6 @@ def test_inception_score_rules_agree_only_at_fifty_thousand():
 
 # ------------------------------------------------------------------------------------- precision / recall
 
-def _adm_float16_distances(u, v):
-    """ADM's DistanceBlock in NumPy float16: |u|^2 - 2 u.v + |v|^2, every op's output in float16 (sums and the
-    matrix product accumulated in float32), max with 0; float32 for the whole block if any value overflows."""
-    u16, v16 = u.astype(np.float16), v.astype(np.float16)
-    nu = np.sum(np.square(u16), axis=1, dtype=np.float32).astype(np.float16)[:, None]
-    nv = np.sum(np.square(v16), axis=1, dtype=np.float32).astype(np.float16)[None, :]
-    uv = (u16.astype(np.float32) @ v16.astype(np.float32).T).astype(np.float16)
-    d = np.maximum(nu - np.float16(2) * uv + nv, np.float16(0))
-    if not np.isfinite(d).all():
-        u32, v32 = u.astype(np.float32), v.astype(np.float32)
-        d = np.maximum((u32 * u32).sum(1)[:, None] - 2 * u32 @ v32.T + (v32 * v32).sum(1)[None, :], 0)
-    return d.astype(np.float32)
-
-
-def _adm_precision_recall(samples, refs, k=3):
-    """ADM's ManifoldEstimator: radii = (k+1)-th smallest distance within a set (self included); the reference
-    is the row side of the cross block; precision = samples in a reference ball, recall = the converse; '<='."""
-    ref_radii = np.partition(_adm_float16_distances(refs, refs), k, axis=1)[:, k]
-    sample_radii = np.partition(_adm_float16_distances(samples, samples), k, axis=1)[:, k]
-    d = _adm_float16_distances(refs, samples)
-    precision = np.mean((d <= ref_radii[:, None]).any(axis=0))
-    recall = np.mean((d <= sample_radii[None, :]).any(axis=1))
-    return float(precision), float(recall)
-
-
 def _grid_features(n, d, seed, shift=0):
     """Multiples of 1/8 below 4: every float32 sum and product below is exact, so only the float16 rounding ADM
     does can make two correct implementations differ -- and it cannot, here."""
@@ -87,7 +50,7 @@ def _grid_features(n, d, seed, shift=0):
 
 def test_adm_float16_precision_recall_equals_adm_formula_and_differs_from_float32():
     samples, refs = _grid_features(300, 64, 0, shift=3), _grid_features(200, 64, 1)
-    expected = _adm_precision_recall(samples, refs)
+    expected = adm_precision_recall(samples, refs)
     assert 0.02 < expected[0] < 0.98 and 0.02 < expected[1] < 0.98
     assert abs(expected[0] - expected[1]) > 0.05       # asymmetric: swapping precision and recall shows
     assert precision_recall(samples, refs) == expected                   # default: adm-float16
@@ -99,7 +62,7 @@ def test_adm_float16_falls_back_to_float32_when_a_block_overflows():
     samples, refs = _grid_features(40, 16, 2) * 100, _grid_features(30, 16, 3) * 100   # norms > 65504
     full = precision_recall_full(samples, refs)
     assert full.float32_fallback_blocks > 0
-    assert (full.precision, full.recall) == _adm_precision_recall(samples, refs)
+    assert (full.precision, full.recall) == adm_precision_recall(samples, refs)
 
 
 def test_points_exactly_on_a_sphere_are_inside():
@@ -113,7 +76,7 @@ def test_points_exactly_on_a_sphere_are_inside():
     for distances in ("adm-float16", "float32", "float64"):
         precision, recall = precision_recall(samples, line, distances=distances)
         assert precision == pytest.approx(2 / 5), distances
-        assert (precision, recall) == _adm_precision_recall(samples, line)
+        assert (precision, recall) == adm_precision_recall(samples, line)
 
 
 # ------------------------------------------------------------------------------------------------ FID
