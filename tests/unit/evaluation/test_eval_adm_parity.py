@@ -77,6 +77,8 @@ def test_points_exactly_on_a_sphere_are_inside():
         precision, recall = precision_recall(samples, line, distances=distances)
         assert precision == pytest.approx(2 / 5), distances
         assert (precision, recall) == adm_precision_recall(samples, line)
+        _, recall_swapped_roles = precision_recall(line, samples, distances=distances)   # the tie on recall's side
+        assert recall_swapped_roles == pytest.approx(2 / 5), distances
 
 
 # ------------------------------------------------------------------------------------------------ FID
