@@ -65,7 +65,10 @@ def bench_precision_recall(device: str, n_samples: int, n_ref: int, chunk: int) 
 def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str, float, dict]]:
     from harness.evaluation.evaluate import EvalConfig, evaluate
     from harness.evaluation.feature_cache import cache_key, save_features
-    from harness.evaluation.inception import InceptionFeatures, write_random_inception_weights
+    from harness.evaluation.inception import (
+        InceptionFeatures,
+        write_random_inception_weights,
+    )
     from harness.sampling.npz import write_npz
     from models.files import sha256_file
 

@@ -17,8 +17,9 @@ Distances (``distances=``):
   2.4e-3 lower than ADM on real features; see docs/evaluation.md).
 
 Work is done in row x column blocks (ADM: 10,000 x 10,000), so 50k x 10k never needs more than one block in
-memory. Besides the two shares, the result keeps which samples are inside and which (reference, sample) pairs
-cover a reference, so ``intervals.py`` can bootstrap both over samples without another distance pass.
+memory. Besides the two shares, the result keeps which samples are inside and, per reference, up to
+``MAX_COVERERS`` samples whose balls cover it, so ``intervals.py`` can bootstrap both over samples without
+another distance pass.
 """
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 DISTANCE_MODES = ("adm-float16", "float32", "float64")
+# For recall's bootstrap: a reference keeps at most this many covering samples. It then counts as uncovered in a
+# bootstrap draw only if none of them is drawn, which for a reference with more coverers has probability about
+# exp(-64) instead of less: the interval is unchanged in practice, and memory stays bounded when a poor model's
+# wide sample balls cover every reference thousands of times.
+MAX_COVERERS = 64
+PAIR_ROWS = 1000
 
 
 @dataclass
@@ -35,7 +42,7 @@ class PrecisionRecall:
     recall: float
     sample_inside: np.ndarray        # (N,) bool: sample i lies in some reference ball
     cover_ref: np.ndarray            # (P,) int: reference j ...
-    cover_sample: np.ndarray         # (P,) int: ... lies in the ball of sample i (every such pair)
+    cover_sample: np.ndarray         # (P,) int: ... lies in the ball of sample i (first MAX_COVERERS per j)
     num_ref: int
     float32_fallback_blocks: int     # adm-float16 blocks that overflowed float16 and were done in float32
 
@@ -80,6 +87,20 @@ class _DistanceBlock:
         return (nu32[:, None] - 2.0 * (u32 @ v32.T) + nv32[None, :]).clamp_(min=0)
 
 
+def _first_coverers(hits, recorded, row_offset: int):
+    """(reference, sample) index pairs of ``hits`` (rows: references from ``row_offset``), keeping for each
+    reference only its first MAX_COVERERS covering samples overall (``recorded`` counts them, updated here)."""
+    import torch
+
+    j, i = torch.nonzero(hits, as_tuple=True)
+    j = j + row_offset
+    counts = torch.bincount(j - row_offset, minlength=len(hits))
+    rank = torch.arange(len(j), device=j.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    keep = rank + recorded[j] < MAX_COVERERS
+    recorded[row_offset:row_offset + len(hits)] += counts
+    return j[keep], i[keep]
+
+
 def _blocks(prepared, start: int, size: int):
     return tuple(None if t is None else t[start:start + size] for t in prepared)
 
@@ -118,6 +139,8 @@ def precision_recall_full(sample_features, ref_features, k: int = 3, row_chunk: 
     sample_radii = knn_radii_squared(samples, k, row_chunk, col_chunk, block)
     ref_prep, sample_prep = block.prepare(refs), block.prepare(samples)
     sample_inside = torch.zeros(len(samples), dtype=torch.bool, device=samples.device)
+    ref_covered = torch.zeros(len(refs), dtype=torch.bool, device=refs.device)
+    recorded = torch.zeros(len(refs), dtype=torch.long, device=refs.device)   # coverers kept per reference
     pairs_ref, pairs_sample = [], []
     for r0 in range(0, len(refs), row_chunk):       # rows: references, columns: samples (ADM's orientation)
         rows = _blocks(ref_prep, r0, row_chunk)
@@ -125,14 +148,17 @@ def precision_recall_full(sample_features, ref_features, k: int = 3, row_chunk: 
             d = block(rows, _blocks(sample_prep, c0, col_chunk))
             in_ref_ball = d <= ref_radii[r0:r0 + row_chunk, None]
             sample_inside[c0:c0 + col_chunk] |= in_ref_ball.any(dim=0)
-            j, i = torch.nonzero(d <= sample_radii[None, c0:c0 + col_chunk], as_tuple=True)
-            pairs_ref.append((j + r0).cpu().numpy())
-            pairs_sample.append((i + c0).cpu().numpy())
-    cover_ref, cover_sample = np.concatenate(pairs_ref), np.concatenate(pairs_sample)
+            in_sample_ball = d <= sample_radii[None, c0:c0 + col_chunk]
+            ref_covered[r0:r0 + row_chunk] |= in_sample_ball.any(dim=1)
+            for s0 in range(0, len(in_sample_ball), PAIR_ROWS):   # bounded memory even if every pair covers
+                j, i = _first_coverers(in_sample_ball[s0:s0 + PAIR_ROWS], recorded, r0 + s0)
+                pairs_ref.append(j.cpu().numpy())
+                pairs_sample.append((i + c0).cpu().numpy())
     return PrecisionRecall(
         precision=int(sample_inside.sum().item()) / len(samples),
-        recall=len(np.unique(cover_ref)) / len(refs),
-        sample_inside=sample_inside.cpu().numpy(), cover_ref=cover_ref, cover_sample=cover_sample,
+        recall=int(ref_covered.sum().item()) / len(refs),
+        sample_inside=sample_inside.cpu().numpy(), cover_ref=np.concatenate(pairs_ref),
+        cover_sample=np.concatenate(pairs_sample),
         num_ref=len(refs), float32_fallback_blocks=block.fallbacks)
 
 

@@ -10,7 +10,6 @@ from harness.evaluation import fid, intervals
 from harness.evaluation.inception_score import inception_score
 from harness.evaluation.precision_recall import precision_recall, precision_recall_full
 
-
 # ------------------------------------------------------------------------------------------------ IS
 
 def _imagenet_like_logits(n, classes=100, seed=0):
@@ -140,3 +139,20 @@ def test_precision_recall_bootstrap_equals_direct_recomputation_with_fixed_radii
     assert result["precision"]["low"] == pytest.approx(np.percentile(precisions, 2.5), abs=1e-12)
     assert result["recall"]["high"] == pytest.approx(np.percentile(recalls, 97.5), abs=1e-12)
     assert result["recall"]["low"] == pytest.approx(np.percentile(recalls, 2.5), abs=1e-12)
+
+
+def test_recall_bootstrap_keeps_bounded_coverers_with_the_same_interval(monkeypatch):
+    """A wide sample cloud around a compact reference (a poor model): every sample ball covers every reference,
+    400 coverers each; only 64 per reference are kept, and the bootstrap interval does not change."""
+    from harness.evaluation import precision_recall as pr_module
+
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(400, 64)).astype(np.float32)
+    refs = (rng.normal(size=(150, 64)) * 0.3).astype(np.float32)
+    capped = precision_recall_full(samples, refs, row_chunk=70, col_chunk=90)
+    assert np.bincount(capped.cover_ref).max() == pr_module.MAX_COVERERS == 64
+    monkeypatch.setattr(pr_module, "MAX_COVERERS", 10**9)
+    every = precision_recall_full(samples, refs, row_chunk=70, col_chunk=90)
+    assert np.bincount(every.cover_ref).max() == 400 and every.recall == capped.recall == 1.0
+    assert (intervals.precision_recall_interval(capped, 30, 1)
+            == intervals.precision_recall_interval(every, 30, 1))

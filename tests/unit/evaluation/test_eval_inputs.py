@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from adm_reference import adm_inception_score, adm_precision_recall
-
-from harness.cli.main import main
 from eval_kit import random_inception_weights
 
-from harness.evaluation import fid, inception
+from harness.cli.main import main
+from harness.evaluation import inception
 from harness.evaluation.evaluate import EvalConfig, evaluate
 from harness.sampling.npz import write_npz
 

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from adm_reference import adm_precision_recall
 from eval_kit import random_inception_weights
 
