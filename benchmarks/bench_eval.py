@@ -62,7 +62,9 @@ def bench_precision_recall(device: str, n_samples: int, n_ref: int, chunk: int) 
     return time.perf_counter() - start
 
 
-def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str, float, dict]]:
+def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str, float, float, dict]]:
+    """(label, wall s, CPU s of this process, result) per configuration; on a shared machine the CPU seconds
+    divided by the thread count bound what the wall time would be without other jobs."""
     from harness.evaluation.evaluate import EvalConfig, evaluate
     from harness.evaluation.feature_cache import cache_key, save_features
     from harness.evaluation.inception import (
@@ -97,11 +99,11 @@ def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str
             cfg = EvalConfig(samples=str(tmp / "samples.npz"), ref=str(tmp / "ref.npz"), device=device,
                              inception_weights=str(weights), cache_dir=str(tmp / "cache"), cache_samples=True,
                              **extra)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = evaluate(cfg)
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             assert result["inputs"]["samples"]["feature_cache"]["cache_hit"], "the samples were not cached"
-            runs.append((label, seconds, result))
+            runs.append((label, seconds, cpu_seconds, result))
     return runs
 
 
@@ -130,10 +132,10 @@ def main() -> None:
         print(f"precision/recall {args.pr_samples} x {args.pr_ref} (2048-d, k=3, blocks {args.pr_chunk}): "
               f"{seconds:.1f} s")
     if args.cached_eval:
-        for label, seconds, result in bench_cached_eval(args.cached_eval, 10_000, args.device):
+        for label, seconds, cpu_seconds, result in bench_cached_eval(args.cached_eval, 10_000, args.device):
             m = result["metrics"]
             print(f"cached eval, {args.cached_eval} samples vs 10000-image reference with stored statistics, "
-                  f"{label}: {seconds:.1f} s (FID {m['fid']:.3f}, sFID {m['sfid']:.3f}, "
+                  f"{label}: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (FID {m['fid']:.3f}, sFID {m['sfid']:.3f}, "
                   f"trace {result['protocol']['fid_trace_sqrt']}, P {m['precision']:.4f}, R {m['recall']:.4f})")
 
 
