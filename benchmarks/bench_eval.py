@@ -62,7 +62,8 @@ def bench_precision_recall(device: str, n_samples: int, n_ref: int, chunk: int) 
     return time.perf_counter() - start
 
 
-def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str, float, float, dict]]:
+def bench_cached_eval(n_samples: int, n_ref: int, device: str,
+                      with_intervals: bool = True) -> list[tuple[str, float, float, dict]]:
     """(label, wall s, CPU s of this process, result) per configuration; on a shared machine the CPU seconds
     divided by the thread count bound what the wall time would be without other jobs."""
     from harness.evaluation.evaluate import EvalConfig, evaluate
@@ -94,8 +95,10 @@ def bench_cached_eval(n_samples: int, n_ref: int, device: str) -> list[tuple[str
         weights_sha = sha256_file(weights)
         for name, feats in (("ref.npz", ref_feats), ("samples.npz", sample_feats)):
             save_features(tmp / "cache", cache_key(sha256_file(tmp / name), weights_sha, "float32"), feats, {})
-        for label, extra in (("defaults (intervals: 200 IS/P/R rounds, 20 FID/sFID rounds; KID)", {}),
-                             ("no intervals", {"bootstrap_rounds": 0, "fid_bootstrap_rounds": 0})):
+        configs = [("no intervals (KID included)", {"bootstrap_rounds": 0, "fid_bootstrap_rounds": 0})]
+        if with_intervals:
+            configs.append(("defaults (intervals: 200 IS/P/R rounds, 20 FID/sFID rounds; KID)", {}))
+        for label, extra in configs:
             cfg = EvalConfig(samples=str(tmp / "samples.npz"), ref=str(tmp / "ref.npz"), device=device,
                              inception_weights=str(weights), cache_dir=str(tmp / "cache"), cache_samples=True,
                              **extra)
@@ -120,6 +123,8 @@ def main() -> None:
     parser.add_argument("--skip-features", action="store_true")
     parser.add_argument("--cached-eval", type=int, default=0, metavar="N",
                         help="time a whole evaluation of N cached sample features vs a 10k reference with stats")
+    parser.add_argument("--no-intervals-only", action="store_true",
+                        help="--cached-eval: only the run without bootstrap intervals")
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpu={cpu}")
@@ -132,7 +137,8 @@ def main() -> None:
         print(f"precision/recall {args.pr_samples} x {args.pr_ref} (2048-d, k=3, blocks {args.pr_chunk}): "
               f"{seconds:.1f} s")
     if args.cached_eval:
-        for label, seconds, cpu_seconds, result in bench_cached_eval(args.cached_eval, 10_000, args.device):
+        runs = bench_cached_eval(args.cached_eval, 10_000, args.device, not args.no_intervals_only)
+        for label, seconds, cpu_seconds, result in runs:
             m = result["metrics"]
             print(f"cached eval, {args.cached_eval} samples vs 10000-image reference with stored statistics, "
                   f"{label}: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (FID {m['fid']:.3f}, sFID {m['sfid']:.3f}, "
