@@ -97,7 +97,7 @@ def bench_cached_eval(n_samples: int, n_ref: int, device: str,
             save_features(tmp / "cache", cache_key(sha256_file(tmp / name), weights_sha, "float32"), feats, {})
         configs = [("no intervals (KID included)", {"bootstrap_rounds": 0, "fid_bootstrap_rounds": 0})]
         if with_intervals:
-            configs.append(("defaults (intervals: 200 IS/P/R rounds, 20 FID/sFID rounds; KID)", {}))
+            configs.append(("defaults (200-round intervals for IS, P, R; no FID interval; KID)", {}))
         for label, extra in configs:
             cfg = EvalConfig(samples=str(tmp / "samples.npz"), ref=str(tmp / "ref.npz"), device=device,
                              inception_weights=str(weights), cache_dir=str(tmp / "cache"), cache_samples=True,
