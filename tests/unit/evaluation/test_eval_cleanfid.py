@@ -79,10 +79,9 @@ def test_cleanfid_results_say_what_they_are_compared_against(weights, cleanfid_d
     full_sigma = np.cov(ref_feats, rowvar=False) + np.diag(rng.uniform(0.01, 0.02, 2048))
     write_npz(tmp_path / "ref.npz", {"arr_0": ref, "mu": full_mu, "sigma": full_sigma})
     args = ["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "ref.npz"), "--device", "cpu",
-            "--inception-weights", str(weights), "--no-cache",
-            "--cleanfid", "clean,legacy_tensorflow", "--cleanfid-weights-dir", str(cleanfid_dir),
-            "--fid-bootstrap-rounds", "0", "--bootstrap-rounds", "0", "--kid-subsets", "0"]
-    assert main(args + ["--out", str(tmp_path / "images.json")]) == 0
+            "--inception-weights", str(weights), "--cache-dir", str(tmp_path / "cache"), "--cache-samples",
+            "--cleanfid-weights-dir", str(cleanfid_dir), "--bootstrap-rounds", "0", "--kid-subsets", "0"]
+    assert main(args + ["--cleanfid", "clean,legacy_tensorflow", "--out", str(tmp_path / "images.json")]) == 0
     line = capsys.readouterr().out
     assert "clean-fid[clean] FID" in line and "vs the 5 images of ref.npz, not its stored statistics" in line
     by_images = json.loads((tmp_path / "images.json").read_text())["cleanfid"]
@@ -90,7 +89,8 @@ def test_cleanfid_results_say_what_they_are_compared_against(weights, cleanfid_d
         label = by_images[mode]["compared_against"]
         assert label["fid_reference"] == "images" and label["num_images"] == 5
         assert label["comparable_to_headline_fid"] is False
-    assert main(args + ["--out", str(tmp_path / "stats.json"), "--cleanfid-against", "stored-statistics"]) == 0
+    assert main(args + ["--cleanfid", "legacy_tensorflow", "--out", str(tmp_path / "stats.json"),
+                        "--cleanfid-against", "stored-statistics"]) == 0
     assert "legacy_tensorflow] FID" in capsys.readouterr().out
     by_stats = json.loads((tmp_path / "stats.json").read_text())["cleanfid"]
     legacy = by_stats["legacy_tensorflow"]
@@ -101,8 +101,8 @@ def test_cleanfid_results_say_what_they_are_compared_against(weights, cleanfid_d
     assert legacy["fid"] == pytest.approx(expected, rel=1e-5)
     assert legacy["fid_vs_reference_images"] == pytest.approx(by_images["legacy_tensorflow"]["fid"], rel=1e-9)
     assert legacy["fid"] != pytest.approx(legacy["fid_vs_reference_images"], rel=1e-3)
-    assert by_stats["clean"]["compared_against"]["fid_reference"] == "images"   # PIL-resized features: no stats
-    assert by_stats["clean"]["fid"] == pytest.approx(by_images["clean"]["fid"], rel=1e-9)
+    clean_label = cb.compared_against(open_npz(tmp_path / "ref.npz"), "clean", "stored-statistics")
+    assert clean_label["fid_reference"] == "images" and "do not apply" in clean_label["label"]   # PIL features
 
 def test_cleanfid_backend_on_its_own_weights_format(weights, cleanfid_dir, tmp_path):
     from cleanfid.fid import kernel_distance

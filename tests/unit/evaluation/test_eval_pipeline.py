@@ -207,7 +207,7 @@ def test_reference_with_only_statistics(weights, features, batches, tmp_path, sh
     assert result["metrics"]["fid"] == pytest.approx(_independent_fid(fs.pool, fr.pool), rel=1e-5)
     assert result["inputs"]["reference"]["statistics"] == "stored mu/sigma"
     assert "precision" not in result["metrics"] and "sfid" not in result["metrics"]
-    assert any("precision/recall not computed" in w for w in result["warnings"])
+    assert any("precision/recall and KID not computed" in w for w in result["warnings"])
     assert any("sFID not computed" in w for w in result["warnings"])
 
 
