@@ -26,9 +26,28 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--inception-dtype", choices=("float32", "float64"), default="float32",
                    help="internal dtype of the Inception (torch-fidelity allows float64 for extra precision)")
-    p.add_argument("--fid-method", choices=("sqrtm", "eigvals", "gram"), default="sqrtm",
-                   help="how tr sqrt(S1 S2) is computed: sqrtm as ADM (default), eigvals as torch-fidelity, gram "
-                        "(exact via the raw features; fast for small N)")
+    p.add_argument("--fid-method", choices=("auto", "eigh", "sqrtm", "eigvals", "gram"), default="auto",
+                   help="how tr sqrt(S1 S2) is computed: auto (default: gram below d images, else eigh), eigh "
+                        "(symmetric eigenvalues, seconds, equal to sqrtm to 1e-6), sqrtm (ADM's scipy code; minutes per 2048-d matrix on a CPU), eigvals "
+                        "(torch-fidelity), gram (exact via the raw features; fast for small N)")
+    p.add_argument("--is-split-rule", choices=("adm", "equal"), default="adm",
+                   help="adm (default): consecutive chunks of --is-split-size rows, the last shorter; equal: "
+                        "--is-splits equal splits (torch-fidelity). Both equal ADM only at N = 50000")
+    p.add_argument("--is-split-size", type=int, default=5000)
+    p.add_argument("--is-splits", type=int, default=10)
+    p.add_argument("--pr-distances", choices=("adm-float16", "float32", "float64"), default="adm-float16",
+                   help="precision/recall distances: adm-float16 (default) reproduces ADM's float16 blocks; "
+                        "float32 scores about 1e-3 to 2.4e-3 lower")
+    p.add_argument("--adm-exact", action="store_const", const="adm-float16", dest="pr_distances",
+                   help="same as --pr-distances adm-float16")
+    p.add_argument("--bootstrap-rounds", type=int, default=200,
+                   help="rounds of the bootstrap interval of IS, precision and recall (0: no interval)")
+    p.add_argument("--fid-bootstrap-rounds", type=int, default=0,
+                   help="rounds of the bootstrap interval of FID and sFID (default 0: none, warned; each round "
+                        "takes seconds per metric at 10k x 2048 on a CPU, so 20+ rounds are minutes there)")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets of 1000 (0: no KID)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
     p.add_argument("--expected-samples", type=int, default=50_000,
                    help="warn when there are fewer samples than this (default: the protocol's 50000)")
     p.add_argument("--resolution", type=int, help="fail unless the samples are RESOLUTION x RESOLUTION")
@@ -39,45 +58,47 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--cleanfid", default="", metavar="MODES",
                    help="also run clean-fid FID/KID in these modes: clean,legacy_tensorflow")
     p.add_argument("--cleanfid-weights-dir", help="folder with clean-fid's inception-2015-12-05.pt")
+    p.add_argument("--cleanfid-against", choices=("images", "stored-statistics"), default="images",
+                   help="clean-fid FID against the reference's images (default; not comparable to the headline "
+                        "FID) or, in legacy_tensorflow mode, its stored mu/sigma (comparable)")
     p.add_argument("--kid-seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the whole result JSON instead of the summary")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.cli.main import UsageError
     from harness.evaluation.cleanfid_check import MODES
-    from harness.evaluation.evaluate import (
-        EvalConfig,
-        default_output_path,
-        evaluate,
-        resolve_samples_path,
-    )
+    from harness.evaluation.evaluate import EvalConfig, evaluate_and_save
     from harness.evaluation.inception import InceptionWeightsError
     from harness.sampling.npz import SampleFormatError
-    from models.files import save_json
 
     modes = tuple(m.strip() for m in args.cleanfid.split(",") if m.strip())
     if bad := [m for m in modes if m not in MODES]:
         raise UsageError(f"--cleanfid: unknown mode(s) {bad}; expected a comma list of {', '.join(MODES)}")
-    if args.batch_size <= 0:
-        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    cfg = EvalConfig(samples=args.samples, ref=args.ref, out=args.out, inception_weights=args.inception_weights,
-                     device=args.device, dtype=args.inception_dtype, batch_size=args.batch_size,
-                     fid_method=args.fid_method,
+    for name in ("batch_size", "is_split_size", "is_splits"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("bootstrap_rounds", "fid_bootstrap_rounds", "kid_subsets"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    cfg = EvalConfig(samples=args.samples, ref=args.ref, out=args.out, overwrite=args.overwrite,
+                     inception_weights=args.inception_weights, device=args.device, dtype=args.inception_dtype,
+                     batch_size=args.batch_size, is_split_rule=args.is_split_rule, is_split_size=args.is_split_size,
+                     is_splits=args.is_splits, pr_distances=args.pr_distances, fid_method=args.fid_method,
+                     bootstrap_rounds=args.bootstrap_rounds, fid_bootstrap_rounds=args.fid_bootstrap_rounds,
+                     bootstrap_seed=args.bootstrap_seed, kid_subsets=args.kid_subsets,
                      expected_samples=args.expected_samples, resolution=args.resolution, cache_dir=args.cache_dir,
                      no_cache=args.no_cache, cache_samples=args.cache_samples, cleanfid_modes=modes,
-                     cleanfid_weights_dir=args.cleanfid_weights_dir, kid_seed=args.kid_seed)
+                     cleanfid_weights_dir=args.cleanfid_weights_dir, cleanfid_against=args.cleanfid_against,
+                     kid_seed=args.kid_seed)
     try:
-        result = evaluate(cfg)
-    except (SampleFormatError, InceptionWeightsError, FileNotFoundError, ValueError) as exc:
+        out, result = evaluate_and_save(cfg)
+    except SampleFormatError as exc:   # a bad input (checks.EvalInputError included): nothing was written
+        raise UsageError(str(exc)) from None
+    except (InceptionWeightsError, FileNotFoundError, ValueError) as exc:
         print(f"varscale eval: error: {exc}", file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else default_output_path(resolve_samples_path(args.samples),
-                                                              Path(args.ref) if args.ref else None)
-    save_json(out, result)
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -85,7 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         line = result["summary"]
         for mode, values in (result["cleanfid"] or {}).items():
-            line += f" | clean-fid[{mode}] FID {values['fid']:.4f} KID {values['kid']:.5f}"
+            line += (f" | clean-fid[{mode}] FID {values['fid']:.4f} vs {values['compared_against']['label']}, "
+                     f"KID {values['kid']:.5f}")
         print(line)
         print(f"result: {out}", file=sys.stderr)
     return 0

@@ -10,6 +10,10 @@ so we do not call it: we build the same ``cleanfid.inception_torchscript.Incepti
 * ``legacy_tensorflow``: no resize outside; the TorchScript graph resizes itself (clean-fid: ~2e-5 from TTUR).
 * ``legacy_pytorch`` is not offered: it needs pytorch-fid's separate weights through torch hub.
 
+What each FID is compared against is part of its result (``compared_against``): by default the reference's
+images (about 10,000 for ADM's batches), never the stored full-dataset statistics the headline FID uses, so it is
+not comparable to the headline FID; ``against="stored-statistics"`` gives a comparable ``legacy_tensorflow`` FID.
+
 KID uses clean-fid's ``kernel_distance``, which draws subsets with the global ``np.random``; we seed it with a
 recorded seed and restore the global state afterwards, so KID is reproducible.
 """
@@ -120,16 +124,51 @@ def fid_kid(sample_features: np.ndarray, ref_features: np.ndarray, kid_seed: int
             "fid_code": "cleanfid.fid.frechet_distance" if fid_method == "sqrtm" else f"harness {fid_method}"}
 
 
+CLEANFID_AGAINST = ("images", "stored-statistics")
+
+
+def compared_against(reference: ImageSource, mode: str, against: str) -> dict:
+    """What a clean-fid FID is measured against, for the result file, the CLI line and the report."""
+    if against == "stored-statistics" and mode == "legacy_tensorflow":
+        return {"fid_reference": "stored-statistics", "path": str(reference.path),
+                "label": f"the reference's stored mu/sigma ({reference.path.name}), as the headline FID",
+                "comparable_to_headline_fid": True}
+    why = ("" if against == "images" else
+           "; clean mode's PIL resize gives other features, so the stored (TF-graph) statistics do not apply")
+    return {"fid_reference": "images", "path": str(reference.path), "num_images": reference.num_images,
+            "label": f"the {reference.num_images} images of {reference.path.name}, not its stored statistics{why}",
+            "comparable_to_headline_fid": False}
+
+
 def evaluate_cleanfid(samples: ImageSource, reference: ImageSource, modes=MODES, weights_dir=None, device=None,
-                      batch_size: int = 32, kid_seed: int = 0, fid_method: str = "sqrtm") -> dict:
+                      batch_size: int = 32, kid_seed: int = 0, fid_method: str = "sqrtm",
+                      against: str = "images") -> dict:
+    """Per mode: FID and KID and what they are compared against. ``against="stored-statistics"`` scores the
+    ``legacy_tensorflow`` FID against the reference's stored mu/sigma (its network and resize are the TF graph's,
+    so ADM's full-dataset statistics live in the same feature space); KID and ``clean`` mode always use the
+    reference's images."""
+    from harness.evaluation.fid import frechet_distance
+
+    if against not in CLEANFID_AGAINST:
+        raise ValueError(f"clean-fid reference {against!r}; expected one of {CLEANFID_AGAINST}")
     if reference.num_images == 0:
         raise ValueError(f"{reference.path}: clean-fid needs reference images ('arr_0'), not only statistics")
     out = {}
     for mode in modes:
         extractor = CleanFidExtractor(mode, weights_dir, device)
-        result = fid_kid(extractor.features(samples, batch_size, "samples"),
-                         extractor.features(reference, batch_size, "reference"), kid_seed, fid_method)
-        out[mode] = result | {"weights": str(extractor.weights_path.resolve()),
+        sample_features = extractor.features(samples, batch_size, "samples")
+        result = fid_kid(sample_features, extractor.features(reference, batch_size, "reference"), kid_seed,
+                         fid_method)
+        label = compared_against(reference, mode, against)
+        if label["fid_reference"] == "stored-statistics":
+            result["fid_vs_reference_images"] = result["fid"]
+            result["fid"] = frechet_distance(sample_features.mean(0), np.cov(sample_features, rowvar=False),
+                                             reference.stats["mu"], reference.stats["sigma"],
+                                             fid_method, sample_features)
+            result["fid_code"] = f"harness {fid_method} vs stored statistics"
+        out[mode] = result | {"compared_against": label, "num_samples": samples.num_images,
+                              "kid_compared_against": f"the {reference.num_images} images of {reference.path.name}",
+                              "weights": str(extractor.weights_path.resolve()),
                               "weights_sha256": sha256_file(extractor.weights_path)}
     return out
 
@@ -157,6 +196,27 @@ def write_random_cleanfid_weights(folder: str | os.PathLike, inception_weights: 
     return folder / WEIGHTS_FILENAME
 
 
+def _tf1_bilinear_axis(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TF1 ``ResizeBilinear`` (align_corners=False, no half-pixel centres) along one axis: the source of target i
+    is i * (n_in / n_out) in float32; its floor, the next index (clamped) and the fraction."""
+    scale = torch.tensor(float(n_in), dtype=torch.float32) / torch.tensor(float(n_out), dtype=torch.float32)
+    source = torch.arange(n_out, dtype=torch.float32, device=device) * scale.to(device)
+    lower = torch.floor(source)
+    upper = torch.clamp(lower + 1, max=float(n_in - 1))
+    return lower.long(), upper.long(), source - lower
+
+
+def resize_like_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) float32 to (B, C, size, size) as TF1's ResizeBilinear computes it: across first, then down."""
+    y0, y1, fy = _tf1_bilinear_axis(x.shape[2], size, x.device)
+    x0, x1, fx = _tf1_bilinear_axis(x.shape[3], size, x.device)
+    top_left, top_right = x[:, :, y0][:, :, :, x0], x[:, :, y0][:, :, :, x1]
+    bottom_left, bottom_right = x[:, :, y1][:, :, :, x0], x[:, :, y1][:, :, :, x1]
+    top = top_left + (top_right - top_left) * fx
+    bottom = bottom_left + (bottom_right - bottom_left) * fx
+    return top + (bottom - top) * fy[:, None]
+
+
 class _TorchScriptInception(torch.nn.Module):
     def __init__(self, layers, fc):
         super().__init__()
@@ -164,7 +224,7 @@ class _TorchScriptInception(torch.nn.Module):
         self.output = fc
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = F.interpolate(img.to(torch.float32), size=(299, 299), mode="bilinear", align_corners=False)
+        x = resize_like_tf1(img.to(torch.float32), 299)   # NVIDIA's file resizes as TF1 does (clean-fid: ~2e-5)
         features = self.layers((x - 128) / 128).reshape(-1, 2048)
         if return_features:
             return features

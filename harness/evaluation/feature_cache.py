@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.evaluation.checks import POOL_DIM, SPATIAL_DIM, check_features
 from harness.evaluation.inception import (
     InceptionExtractor,
     InceptionFeatures,
@@ -48,6 +49,12 @@ def save_features(cache_dir: Path, key: str, features: InceptionFeatures, meta: 
     return path
 
 
+def check_all(features: InceptionFeatures, where) -> None:
+    check_features("pool_3", where, features.pool, POOL_DIM)
+    check_features("spatial (sFID)", where, features.spatial, SPATIAL_DIM)
+    check_features("logits (IS)", where, features.logits)
+
+
 def features_for(source: ImageSource, extractor: InceptionExtractor, weights_sha256: str, dtype: str,
                  batch_size: int, cache_dir: Path | None, desc: str,
                  content_sha256: str | None = None) -> tuple[InceptionFeatures, dict]:
@@ -58,9 +65,11 @@ def features_for(source: ImageSource, extractor: InceptionExtractor, weights_sha
     if cache_dir is not None:
         cached = load_features(cache_dir, key)
         if cached is not None and len(cached) == source.num_images:
+            check_all(cached, f"{source.path} (cached in {Path(cache_dir) / key}.npz; delete it)")
             info["cache_hit"] = True
             return cached, info
     features = extractor.run(source.iter_batches(batch_size), total=source.num_images, desc=desc)
+    check_all(features, source.path)   # before the cache: a bad pass must not be remembered
     if cache_dir is not None:
         save_features(cache_dir, key, features, {"source": str(source.path), "sha256": content_sha256,
                                                  "num_images": source.num_images, "protocol": FEATURE_PROTOCOL,

@@ -74,7 +74,7 @@ def test_inception_score_matches_numpy_and_torch_fidelity_unshuffled():
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = _class_sorted_logits()
-    mean, std, scores = inception_score(logits, num_splits=10)
+    mean, std, scores = inception_score(logits, "equal", num_splits=10)
     # numpy, by hand: consecutive splits of 50 rows
     manual = []
     for part in np.split(logits.astype(np.float64), 10):
@@ -92,11 +92,12 @@ def test_inception_score_consecutive_splits_differ_from_shuffled_on_class_sorted
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = _class_sorted_logits()
-    consecutive, _, _ = inception_score(logits, num_splits=10)
+    consecutive, _, _ = inception_score(logits, "equal", num_splits=10)
     shuffled = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True)["inception_score_mean"]
     # each consecutive split sees only 2 of the 20 classes, so its marginal is narrow and IS collapses
     assert consecutive < 2.5 and shuffled > 6.0
-    permuted, _, _ = inception_score(logits[np.random.default_rng(1).permutation(len(logits))], num_splits=10)
+    permuted, _, _ = inception_score(logits[np.random.default_rng(1).permutation(len(logits))], "equal",
+                                     num_splits=10)
     assert permuted > 6.0
 
 
@@ -114,11 +115,11 @@ def test_precision_recall_match_brute_force_and_chunking_does_not_matter():
     refs = _features(120, 16, 4).astype(np.float64)
     expected = _brute_force_pr(samples, refs)
     assert 0.05 < expected[0] < 0.95 and 0.05 < expected[1] < 0.95   # a non-trivial case
-    whole = precision_recall(samples, refs, dtype="float64")
-    chunked = precision_recall(samples, refs, row_chunk=17, col_chunk=23, dtype="float64")
+    whole = precision_recall(samples, refs, distances="float64")
+    chunked = precision_recall(samples, refs, row_chunk=17, col_chunk=23, distances="float64")
     assert whole == pytest.approx(expected, abs=1e-12)
     assert chunked == whole
-    chunked32 = precision_recall(samples, refs, row_chunk=7, col_chunk=11)
+    chunked32 = precision_recall(samples, refs, row_chunk=7, col_chunk=11, distances="float32")
     assert chunked32 == pytest.approx(expected, abs=2.0 / 120)   # float32: at most a borderline point may flip
 
 
@@ -128,6 +129,6 @@ def test_precision_recall_of_identical_sets_are_one_and_agree_with_torch_fidelit
     x = _features(100, 8, 5)
     assert precision_recall(x, x) == (1.0, 1.0)
     samples, refs = _features(90, 8, 6, shift=0.5), _features(80, 8, 7)
-    ours = precision_recall(samples, refs, dtype="float64")
+    ours = precision_recall(samples, refs, distances="float64")
     theirs = calculate_precision_recall_full(torch.from_numpy(samples).double(), torch.from_numpy(refs).double(), 3)
     assert ours == pytest.approx(theirs, abs=1e-6)   # torch-fidelity averages in float32

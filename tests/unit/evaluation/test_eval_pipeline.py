@@ -8,16 +8,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import cdist
+from adm_reference import adm_precision_recall
+from eval_kit import random_inception_weights
 
-from harness.evaluation import inception
+from harness.evaluation import inception, intervals
 from harness.evaluation.evaluate import EvalConfig, evaluate
 from harness.sampling.npz import SampleFormatError, write_npz, write_png_folder
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return inception.write_random_inception_weights(tmp_path_factory.mktemp("inception") / inception.WEIGHTS_FILENAME)
+    return random_inception_weights(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,9 @@ def features(extractor, batches, weights, shared_cache):
 
 def _cfg(weights, samples, ref, cache, **kw):
     """``cache``: a folder for the feature cache (a shared one saves Inception passes between tests)."""
+    kw = {"fid_method": "gram", "fid_bootstrap_rounds": 0, "bootstrap_rounds": 0, "kid_subsets": 5} | kw
     return EvalConfig(samples=str(samples), ref=str(ref) if ref else None, inception_weights=str(weights),
-                      device="cpu", fid_method="gram", expected_samples=6, cache_dir=str(cache), cache_samples=True,
-                      **kw)
+                      device="cpu", expected_samples=6, cache_dir=str(cache), cache_samples=True, **kw)
 
 
 # ------------------------------------------------------------------------------------------------ the loader
@@ -142,12 +143,10 @@ def test_eval_npz_matches_independent_metrics_on_the_same_features(weights, batc
     m = result["metrics"]
     assert m["fid"] == pytest.approx(_independent_fid(fs.pool, fr.pool), rel=1e-5)
     assert m["sfid"] == pytest.approx(_independent_fid(fs.spatial, fr.spatial), rel=1e-5)
-    d_ss, d_rr, d_sr = cdist(fs.pool, fs.pool), cdist(fr.pool, fr.pool), cdist(fs.pool, fr.pool)
-    r_s, r_r = np.sort(d_ss, 1)[:, 3], np.sort(d_rr, 1)[:, 3]
-    assert m["precision"] == pytest.approx(np.mean((d_sr <= r_r).any(1)), abs=1 / 6 + 1e-9)   # float32: one
-    assert m["recall"] == pytest.approx(np.mean((d_sr.T <= r_s).any(1)), abs=1 / 6 + 1e-9)   # borderline flip
+    assert (m["precision"], m["recall"]) == adm_precision_recall(fs.pool, fr.pool)   # ADM's float16 formula
     p = torch.softmax(torch.from_numpy(fs.logits).double(), 1).numpy()
     assert m["is_mean"] == pytest.approx(np.exp(np.mean(np.sum(p * (np.log(p) - np.log(p.mean(0))), 1))), rel=1e-6)
+    assert m["kid"] == pytest.approx(intervals.kid(fs.pool, fr.pool, 5)["kid"], rel=1e-9)
     assert result["inputs"]["samples"]["sha256"] and result["weights"]["inception"]["sha256"]
     assert result["versions"]["torch-fidelity"] == "0.4.0" and "FID" in result["summary"]
     json.dumps(result)   # serialisable as it is
@@ -192,7 +191,8 @@ def test_eval_on_image_folder_and_run_directory_agree_with_npz(weights, batches,
     from harness.cli.main import main
 
     assert main(["eval", str(run), "--ref", str(root / "ref.npz"), "--inception-weights", str(weights),
-                 "--device", "cpu", "--fid-method", "gram", "--cache-dir", str(shared_cache), "--cache-samples"]) == 0
+                 "--device", "cpu", "--fid-bootstrap-rounds", "0", "--cache-dir", str(shared_cache),
+                 "--cache-samples"]) == 0
     saved = json.loads((run / "eval" / "s.vs-ref.json").read_text())
     assert saved["metrics"]["fid"] == pytest.approx(base["fid"], rel=1e-9)
     assert any("fewer than the protocol's 50000" in w for w in saved["warnings"])
@@ -207,7 +207,7 @@ def test_reference_with_only_statistics(weights, features, batches, tmp_path, sh
     assert result["metrics"]["fid"] == pytest.approx(_independent_fid(fs.pool, fr.pool), rel=1e-5)
     assert result["inputs"]["reference"]["statistics"] == "stored mu/sigma"
     assert "precision" not in result["metrics"] and "sfid" not in result["metrics"]
-    assert any("precision/recall not computed" in w for w in result["warnings"])
+    assert any("precision/recall and KID not computed" in w for w in result["warnings"])
     assert any("sFID not computed" in w for w in result["warnings"])
 
 
@@ -236,60 +236,9 @@ def test_wrong_resolution_and_class_sorted_rows(weights, batches, tmp_path):
     with pytest.raises(SampleFormatError, match="expected 256x256"):
         evaluate(_cfg(weights, root / "samples.npz", root / "ref.npz", tmp_path, resolution=256))
     write_npz(tmp_path / "sorted.npz", {"arr_0": samples[:4], "arr_1": np.repeat(np.arange(2), 2)})
-    result = evaluate(_cfg(weights, tmp_path / "sorted.npz", None, tmp_path, is_splits=2))
+    result = evaluate(_cfg(weights, tmp_path / "sorted.npz", None, tmp_path, is_split_size=2))
     assert any("class-sorted" in w for w in result["warnings"])
     assert any("only IS" in w for w in result["warnings"])
-
-
-# ---------------------------------------------------------------------------------------------- clean-fid
-
-def test_cleanfid_backend_on_its_own_weights_format(weights, batches, tmp_path):
-    from cleanfid.fid import kernel_distance
-
-    from harness.evaluation import cleanfid_check as cb
-    from harness.evaluation.fid import frechet_distance
-    from harness.sampling.npz import open_npz
-
-    _, samples_arr, ref_arr = batches
-    write_npz(tmp_path / "s.npz", {"arr_0": samples_arr[:3]})
-    write_npz(tmp_path / "r.npz", {"arr_0": ref_arr[:3]})
-    path = cb.write_random_cleanfid_weights(tmp_path / "cf", weights)
-    assert path.name == "inception-2015-12-05.pt"
-    samples, ref = open_npz(tmp_path / "s.npz"), open_npz(tmp_path / "r.npz")
-    extractor = cb.CleanFidExtractor("legacy_tensorflow", tmp_path / "cf", "cpu")
-    fs, fr = extractor.features(samples), extractor.features(ref)
-    assert fs.shape == (3, 2048)
-    legacy = cb.fid_kid(fs, fr, kid_seed=3, fid_method="gram")
-    mu1, s1 = fs.mean(0), np.cov(fs, rowvar=False)
-    mu2, s2 = fr.mean(0), np.cov(fr, rowvar=False)
-    assert legacy["fid"] == pytest.approx(frechet_distance(mu1, s1, mu2, s2, "gram", fs, fr), rel=1e-9)
-    state = np.random.get_state()
-    np.random.seed(3)
-    assert legacy["kid"] == pytest.approx(kernel_distance(fs, fr), rel=1e-12)   # seeded: reproducible
-    np.random.set_state(state)
-    # through varscale eval (--cleanfid clean): the second opinion sits next to the ADM metrics in the result
-    result = evaluate(_cfg(weights, tmp_path / "s.npz", tmp_path / "r.npz", tmp_path / "cache", is_splits=1,
-                           cleanfid_modes=("clean",), cleanfid_weights_dir=str(tmp_path / "cf"), kid_seed=3))
-    assert np.random.get_state()[1].tolist() == state[1].tolist()      # global RNG left as it was
-    clean = result["cleanfid"]["clean"]
-    assert clean["weights_sha256"] and clean["kid_seed"] == 3 and np.isfinite(clean["kid"])
-    assert clean["fid"] != pytest.approx(legacy["fid"], rel=1e-3)     # PIL bicubic outside vs resize inside
-    assert "fid" in result["metrics"] and "precision" not in result["metrics"]
-    assert any("need more than k=3 images" in w for w in result["warnings"])
-    with pytest.raises(FileNotFoundError, match="varscale assets fetch --what inception-cleanfid"):
-        cb.find_weights_dir(tmp_path / "nowhere")
-
-
-@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
-def test_cleanfid_frechet_distance_agrees_with_ours():
-    from cleanfid.fid import frechet_distance as cleanfid_fd
-
-    from harness.evaluation.fid import feature_statistics, frechet_distance
-
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(200, 32)), rng.normal(0.2, 1.1, size=(150, 32))
-    (mu1, s1), (mu2, s2) = feature_statistics(a), feature_statistics(b)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(cleanfid_fd(mu1, s1, mu2, s2), rel=1e-9)
 
 
 # ------------------------------------------------------------------------------------ sample -> eval, end to end
@@ -306,9 +255,11 @@ def test_sample_then_eval_the_run_directory(weights, tmp_path):
     ref = _images(4, 3)
     write_npz(tmp_path / "ref.npz", {"arr_0": ref})
     assert main(["eval", str(run), "--ref", str(tmp_path / "ref.npz"), "--inception-weights", str(weights),
-                 "--device", "cpu", "--fid-method", "gram", "--no-cache"]) == 0
+                 "--device", "cpu", "--fid-bootstrap-rounds", "2", "--no-cache"]) == 0
     (result_path,) = (run / "eval").glob("*.json")
     result = json.loads(result_path.read_text())
     assert result["inputs"]["samples"]["num_images"] == 5
     assert result["inputs"]["samples"]["sampling_protocol"]["protocol"]["top_k"] == 50   # the sidecar travels along
     assert result["metrics"]["fid"] > 0 and 0 <= result["metrics"]["precision"] <= 1
+    assert result["protocol"]["fid_trace_sqrt"] == "gram"          # auto: 5 images < 2048 dimensions
+    assert result["intervals"]["fid"]["low"] <= result["intervals"]["fid"]["high"]
