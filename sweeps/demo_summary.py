@@ -68,7 +68,9 @@ def write_report(sweep_dir: Path, n_boot: int, quality: dict) -> Path:
     from reports.render import Table, Text
 
     figures = quality_figures(quality, sweep_dir / "analysis" / "figures")
-    note = quality["inception"].get("skipped") or f"Inception FID of the largest model: {quality['inception']['fid']:.2f}"
+    note = ("Inception FID not computed: its weights are not on this machine (`varscale assets fetch --what "
+            "inception` gets them); the synthetic-feature FD needs no download." if quality["inception"].get("skipped")
+            else f"Inception FID of the largest model: {quality['inception']['fid']:.2f}")
     blocks = [Table(quality_table(quality), caption="Sample quality of every size (demo feature network; the "
                                                     "protocol is in each run's quality/synthetic-features.json)."),
               Text(note)]
