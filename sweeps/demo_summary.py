@@ -114,6 +114,7 @@ def write_summary(out: Path, sweep_dir: Path, table, report: Path, tokenizer: di
               "quality_fd_strictly_decreasing": strictly_decreasing([q["fd"] for q in quality["sizes"]])}
     summary = {"created": utc_now_iso(), "seed": seed, "sweep": str(sweep_dir), "report": str(report),
                "sizes": sizes, "fits": [fit_entry(f) for f in fits["fits"] if f["form"] in ("paper", "saturating")],
+               "fits_skipped": fits.get("skipped", []),
                "tokenizer": {"psnr_db": tokenizer["val"].get("rec_psnr_db"),
                              "codebook_use_per_scale": tokenizer["val"].get("codebook_usage_per_scale"),
                              "codebook_use_all": tokenizer["val"].get("codebook_usage_all"),
