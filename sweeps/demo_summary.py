@@ -90,6 +90,18 @@ def fit_entry(fit: dict) -> dict:
             "holdout_max_abs_rel_error": fit.get("holdout", {}).get("max_abs_rel_error")}
 
 
+def law_checks(fits: list[dict]) -> dict:
+    """The issue's bar for the law of last-scale loss against N: |r| >= 0.99 (paper form) or a hold-out-largest
+    error <= 1% (saturating form)."""
+    def find(form):
+        return next((f for f in fits if (f["metric"], f["x"], f["form"]) == ("loss_last", "N", form)), None)
+    paper, saturating = find("paper"), find("saturating")
+    abs_r = abs(paper["r"]) if paper else None
+    holdout = (saturating or {}).get("holdout", {}).get("max_abs_rel_error")
+    return {"loss_last_paper_abs_r": abs_r, "loss_last_saturating_holdout_error": holdout,
+            "law_clean": bool((abs_r is not None and abs_r >= 0.99) or (holdout is not None and holdout <= 0.01))}
+
+
 def write_summary(out: Path, sweep_dir: Path, table, report: Path, tokenizer: dict, quality: dict,
                   stage_s: dict, seed: int) -> dict:
     from models.files import save_json, utc_now_iso
@@ -111,6 +123,7 @@ def write_summary(out: Path, sweep_dir: Path, table, report: Path, tokenizer: di
               "decades_wo_emb": float(np.log10(sizes[-1]["params_wo_emb"] / sizes[0]["params_wo_emb"])),
               **{f"{m}_strictly_decreasing": strictly_decreasing([s[m] for s in sizes]) for m in MONOTONE_METRICS},
               "frontier_points_loss_last": len(frontier),
+              **law_checks(fits["fits"]),
               "quality_fd_strictly_decreasing": strictly_decreasing([q["fd"] for q in quality["sizes"]])}
     summary = {"created": utc_now_iso(), "seed": seed, "sweep": str(sweep_dir), "report": str(report),
                "sizes": sizes, "fits": [fit_entry(f) for f in fits["fits"] if f["form"] in ("paper", "saturating")],
