@@ -45,7 +45,7 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(train_images=8192, val_images=512, tokenizer_steps=400,
-                     budget=Budget(depths=(1, 2, 3, 4, 5, 6, 7), base_steps=250, steps_power=0.15, batch_size=32,
+                     budget=Budget(depths=(1, 2, 3, 4, 5, 6, 7), base_steps=150, steps_power=0.15, batch_size=32,
                                    anchor_width=64, lr_at_anchor=7.5e-3, evals_per_run=12),
                      feature_net={"train_images": 2048, "steps": 150, "batch_size": 32},
                      quality_per_class=50, n_boot=1000),
