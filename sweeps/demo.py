@@ -45,10 +45,10 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(train_images=8192, val_images=512, tokenizer_steps=400,
-                     budget=Budget(depths=(1, 2, 3, 4, 5, 6, 7), base_steps=150, steps_power=0.15, batch_size=32,
+                     budget=Budget(depths=(1, 2, 3, 4, 5, 6, 7), base_steps=100, steps_power=0.15, batch_size=32,
                                    anchor_width=64, lr_at_anchor=7.5e-3, evals_per_run=12),
                      feature_net={"train_images": 2048, "steps": 150, "batch_size": 32},
-                     quality_per_class=50, n_boot=1000),
+                     quality_per_class=30, n_boot=1000),
     "quick": DemoSize(train_images=256, val_images=64, tokenizer_steps=30,
                       budget=Budget(depths=(1, 2, 3), base_steps=12, steps_power=0.0, batch_size=32,
                                     anchor_width=64, lr_at_anchor=7.5e-3, evals_per_run=2),
@@ -132,6 +132,9 @@ def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Pat
     spec["output_root"] = str((out / "sweeps").resolve())
     # largest first: the longest job starts at once and the small ones fill the other cores around it
     spec["grid"] = {"depth": sorted(size.budget.depths, reverse=True), "seed": [seed]}
+    # every size at once: on an idle machine the CPU-bound total is the same as one process per core, and the
+    # largest model's run is not left as a long tail; on a shared machine it gets its share from the start
+    spec["array_parallelism"] = len(size.budget.depths)
     train = spec["train"]
     train["tokenizer"] = {"path": str(tokenizer_path.resolve())}
     train["data"] = {**to_dict(data), "token_cache": str(token_cache.resolve())}
