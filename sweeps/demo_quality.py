@@ -38,7 +38,7 @@ def feature_net_config(size):
     return FeatureNetConfig(**size.feature_net)
 
 
-def evaluate_sizes(table, out: Path, sweep_dir: Path, size, seed: int, inception_weights: str | None) -> dict:
+def evaluate_sizes(table, out: Path, size, seed: int, inception_weights: str | None) -> dict:
     """Sample and score every size; returns {"metric", "protocol", "sizes": [...], "inception": {...}}."""
     import torch
 
@@ -60,7 +60,7 @@ def evaluate_sizes(table, out: Path, sweep_dir: Path, size, seed: int, inception
               f"{row['recall']:.3f}   class accuracy {row['class_accuracy']:.3f}", flush=True)
     largest = Path(final_runs(table)[-1]["run_dir"])
     return {"metric": METRIC_NAME, "protocol": protocol, "sizes": sizes,
-            "inception": inception_fid(largest, out, sweep_dir, n_ref, inception_weights),
+            "inception": inception_fid(largest, Path(sizes[-1]["samples"]), out, n_ref, inception_weights),
             "samples": {row["name"]: row["samples"] for row in sizes}}
 
 
@@ -96,7 +96,7 @@ def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol:
     return result
 
 
-def inception_fid(run_dir: Path, out: Path, sweep_dir: Path, n_ref: int, weights: str | None) -> dict:
+def inception_fid(run_dir: Path, samples: Path, out: Path, n_ref: int, weights: str | None) -> dict:
     """Inception FID of the largest model's quality samples, or why it was skipped."""
     from harness.cli.main import main as varscale
 
@@ -106,9 +106,8 @@ def inception_fid(run_dir: Path, out: Path, sweep_dir: Path, n_ref: int, weights
         find_weights(weights)
     except FileNotFoundError as exc:
         return {"skipped": f"Inception FID skipped: {exc} The synthetic-feature FD above needs no download."}
-    samples = next(iter(sorted((run_dir / "samples").glob("quality-seed*.npz"))))
     ref = write_reference(out / f"reference-val-{n_ref}.npz", n_ref)
-    result = run_dir / "eval" / "inception.json"
+    result = run_dir / "eval" / f"inception-{samples.stem}.json"
     eval_args = ["eval", str(samples), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0",
                  "--fid-method", "gram", "--out", str(result)]
     if weights:
