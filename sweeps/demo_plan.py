@@ -40,7 +40,8 @@ class PlannedRun:
 
 
 def plan_runs(budget: Budget, tokenizer: str = "mini-f8-32px", num_classes: int = 10) -> list[PlannedRun]:
-    from models.params import param_counts  # deferred: the CLI imports this module before it needs torch
+    # deferred: the CLI imports this module before it needs torch
+    from models.params import param_counts
     from models.registry import TOKENIZERS, var_spec
 
     specs = [var_spec(f"VAR-mini-d{d}", num_classes=num_classes, tokenizer=TOKENIZERS[tokenizer])
@@ -49,7 +50,7 @@ def plan_runs(budget: Budget, tokenizer: str = "mini-f8-32px", num_classes: int 
     smallest = min(c["total"] for c in counts)
     runs = []
     for spec, count in zip(specs, counts):
-        steps = int(round(budget.base_steps * (count["total"] / smallest) ** budget.steps_power))
+        steps = round(budget.base_steps * (count["total"] / smallest) ** budget.steps_power)
         peak = budget.lr_at_anchor * budget.anchor_width / spec.width
         runs.append(PlannedRun(depth=spec.depth, width=spec.width, params_total=count["total"],
                                params_wo_emb=count["total_wo_embeddings"], total_steps=steps,

@@ -42,7 +42,11 @@ def evaluate_sizes(table, out: Path, size, seed: int, inception_weights: str | N
     """Sample and score every size; returns {"metric", "protocol", "sizes": [...], "inception": {...}}."""
     import torch
 
-    from harness.evaluation.demo_features import embed_images, load_or_train, synthetic_images
+    from harness.evaluation.demo_features import (
+        embed_images,
+        load_or_train,
+        synthetic_images,
+    )
 
     torch.set_num_threads(1)  # small convolutions: more threads only contend on a shared machine
     cfg = feature_net_config(size)
@@ -88,7 +92,7 @@ def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol:
     mu_r, sigma_r = feature_statistics(ref_features)
     precision, recall = precision_recall(features, ref_features, k=protocol["precision_recall_k"])
     result = {"name": f"VAR-mini-d{int(row['depth'])}", "depth": int(row["depth"]),
-              "params_total": int(row["params_total"]), "samples": str(samples), "num_samples": int(len(images)),
+              "params_total": int(row["params_total"]), "samples": str(samples), "num_samples": len(images),
               "fd": frechet_distance(mu_s, sigma_s, mu_r, sigma_r, method=protocol["fd_method"]),
               "precision": float(precision), "recall": float(recall),
               "class_accuracy": float((predicted == labels).mean())}

@@ -1,6 +1,7 @@
 """The demo's study design: sizes over two decades, budgets that grow with N, peak lr ~ 1/width, spec overrides."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import yaml
@@ -16,7 +17,7 @@ def test_full_demo_spans_two_decades_with_growing_budgets_and_width_scaled_lr():
     assert len(runs) >= 7
     assert math.log10(runs[-1].params_wo_emb / runs[0].params_wo_emb) >= 2
     steps = [r.total_steps for r in runs]
-    assert all(a < b for a, b in zip(steps, steps[1:])), steps
+    assert all(a < b for a, b in itertools.pairwise(steps)), steps
     # muP-style transfer: peak lr x width is the same for every size, and base_lr follows the harness convention
     products = {round(r.peak_lr * r.width, 12) for r in runs}
     assert len(products) == 1
