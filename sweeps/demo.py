@@ -200,7 +200,8 @@ def cmd_demo(args) -> int:
     write_table(table, spec.sweep_dir / "table.csv")
     t = stage_done("collect", t)
     step_banner(5, "sample quality of every size")
-    quality = evaluate_sizes(table, out, size, args.seed, args.inception_weights)
+    quality = evaluate_sizes(table, out, size, args.seed, tokenizer_path, tokenizer_summary["sha256"],
+                             args.inception_weights)
     t = stage_done("quality", t)
     step_banner(6, "fits, figures, report")
     report = write_report(spec.sweep_dir, size.n_boot, quality)

@@ -2,7 +2,8 @@
 
 Per size: ``varscale sample`` draws ``quality_per_class`` samples of every class (the same protocol for all sizes),
 and the demo's synthetic feature network (harness/evaluation/demo_features.py, trained on the synthetic training
-images) embeds them and as many held-out images. The Frechet distance, precision and recall of those features come
+images as the tokenizer reconstructs them) embeds them and as many reconstructed held-out images: the best a
+generator on this tokenizer can do. The Frechet distance, precision and recall of those features come
 from the same evaluator functions as Inception FID (harness/evaluation/fid.py, precision_recall.py); the
 network's class accuracy on the samples says whether a sample shows its class. Each result is stored in
 RUN_DIR/quality/synthetic-features.json with everything that produced it and reused when that is unchanged.
@@ -32,30 +33,37 @@ def final_runs(table) -> list[dict]:
     return final.sort_values("params_total").to_dict("records")
 
 
-def feature_net_config(size):
+def feature_net_config(size, tokenizer_sha256: str | None):
     from harness.evaluation.demo_features import FeatureNetConfig
 
-    return FeatureNetConfig(**size.feature_net)
+    return FeatureNetConfig(**size.feature_net, tokenizer_sha256=tokenizer_sha256)
 
 
-def evaluate_sizes(table, out: Path, size, seed: int, inception_weights: str | None) -> dict:
+def evaluate_sizes(table, out: Path, size, seed: int, tokenizer_path: Path, tokenizer_sha256: str,
+                   inception_weights: str | None) -> dict:
     """Sample and score every size; returns {"metric", "protocol", "sizes": [...], "inception": {...}}."""
     import torch
 
+    from harness.config import TokenizerRef
     from harness.evaluation.demo_features import (
         embed_images,
         load_or_train,
         synthetic_images,
+        tokenizer_round_trip,
     )
+    from harness.tokenizer.storage import load_tokenizer
 
     torch.set_num_threads(1)  # small convolutions: more threads only contend on a shared machine
-    cfg = feature_net_config(size)
+    vae, _ = load_tokenizer(TokenizerRef(path=str(tokenizer_path), sha256=tokenizer_sha256), "cpu")
+    round_trip = tokenizer_round_trip(vae)
+    cfg = feature_net_config(size, tokenizer_sha256)
     cfg_hash = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    net = load_or_train(out / f"feature-net-{cfg_hash}", cfg)
+    net = load_or_train(out / f"feature-net-{cfg_hash}", cfg, round_trip)
     n_ref = size.quality_per_class * cfg.num_classes
     ref_images, _ = synthetic_images("val", n_ref, cfg)
-    ref_features, _ = embed_images(net, ref_images)
-    protocol = {"feature_net": cfg.to_dict(), "feature_net_hash": cfg_hash, "reference": f"synthetic val 0..{n_ref - 1}",
+    ref_features, _ = embed_images(net, round_trip(ref_images))
+    protocol = {"feature_net": cfg.to_dict(), "feature_net_hash": cfg_hash,
+                "reference": f"synthetic val 0..{n_ref - 1} through the tokenizer (encode, decode, 8-bit)",
                 "samples_per_class": size.quality_per_class, "sampling": SAMPLING, "sampling_seed": 1000 + seed,
                 "precision_recall_k": 3, "fd_method": "sqrtm"}
     sizes = [score_run(Path(row["run_dir"]), row, net, ref_features, protocol) for row in final_runs(table)]
