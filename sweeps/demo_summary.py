@@ -27,7 +27,7 @@ def quality_figures(quality: dict, figure_dir: Path) -> list[tuple[Path, str]]:
         axes[1 if key != "class_accuracy" else 2].semilogx(n, [r[key] for r in rows], style, label=key)
     axes[1].set_ylabel("precision / recall (k=3)")
     axes[1].legend()
-    axes[2].set_ylabel("feature net's class accuracy on samples")
+    axes[2].set_ylabel("class accuracy of samples")
     for ax in axes:
         ax.set_xlabel("parameters N")
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -134,7 +134,8 @@ def write_summary(out: Path, sweep_dir: Path, table, report: Path, tokenizer: di
                              "vocab_size": tokenizer["config"]["vocab_size"],
                              "patch_nums": tokenizer["config"]["patch_nums"], "sha256": tokenizer["sha256"]},
                "quality": {k: v for k, v in quality.items() if k != "samples"},
-               "checks": checks, "wall_time_s": stage_s}
+               "checks": checks, "wall_time_s": stage_s,
+               "wall_time_note": "this invocation's stages; a stage reused from an earlier run shows ~0 s"}
     name = "summary.json" if seed == 0 else f"summary-seed{seed}.json"
     save_json(out / name, summary)
     summary["path"] = str(out / name)
