@@ -62,7 +62,7 @@ def register(subparsers) -> None:
                                            "figures, samples, report (resumes when run again)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working directory (default: runs/demo)")
     p.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full (make demo, about 12 min on 2 idle cores) or quick (about a minute; its test's settings)")
+                   help="full (make demo, about 9 min on 2 idle cores) or quick (about a minute; its test's settings)")
     p.add_argument("--seed", type=int, default=0,
                    help="training and sampling seed of every size (default 0); another seed runs a sweep of its own "
                         "on the same data and tokenizer, for checking that the law is not one seed's luck")
