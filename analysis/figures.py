@@ -28,9 +28,9 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from analysis.compute import add_compute_columns  # noqa: E402
-from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
 from analysis.figures_normalised import figure_paper_normalised  # noqa: E402
 from analysis.intervals import loglog_band  # noqa: E402
+from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
 from analysis.results import FitResults, LawFit  # noqa: E402
 from analysis.run_figures import (  # noqa: E402
     figure_per_scale,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +49,10 @@ FIGURE_CAPTIONS = {
 }
 
 
+FIGURE_ORDER = ("fig5_scaling_vs_params", "fig6_scaling_vs_compute", "samples_grid", "per_scale_metrics",
+                "per_scale_curves")
+
+
 def plain_equation(mathtext: str) -> str:
     """Mathtext legend equation as plain text: $L=(2.0\\cdot N)^{-0.23}$ -> L=(2.0·N)^-0.23."""
     text = mathtext.strip("$").replace(r"\cdot ", "·").replace(r"\times", "×")
@@ -55,16 +60,23 @@ def plain_equation(mathtext: str) -> str:
 
 
 def sweep_config_blocks(root: Path, table: pd.DataFrame) -> list:
+    """The sweep spec and one run configuration, each shown once (the spec the state names is the one on disk)."""
     blocks: list = []
+    specs: list[Path] = []
     state_path = root / "state.json"
     if state_path.is_file():
         state = json.loads(state_path.read_text())
-        spec_path = Path(state.get("spec", "")) if state.get("spec") else None
         blocks.append(Text(f"Sweep {state.get('sweep', root.name)!r}, executor {state.get('executor', '?')}."))
-        if spec_path and spec_path.is_file():
-            blocks.append(Pre(spec_path.read_text(), caption=f"Sweep spec {spec_path}"))
-    for spec in sorted(root.glob("*.y*ml")):
-        blocks.append(Pre(spec.read_text(), caption=f"Sweep spec {spec}"))
+        if state.get("spec") and Path(state["spec"]).is_file():
+            specs.append(Path(state["spec"]))
+    specs += sorted(root.glob("*.y*ml"))
+    shown: set[str] = set()
+    for spec in specs:
+        text = spec.read_text()
+        if text in shown:  # the same spec under two names (a copy next to the sweep) is shown once
+            continue
+        shown.add(text)
+        blocks.append(Pre(text, caption=f"Sweep spec {spec}"))
     run_dirs = [Path(p) for p in table.get("run_dir", pd.Series(dtype=str)).dropna().unique()]
     configs = [d / "config.json" for d in ([root] if (root / "config.json").is_file() else run_dirs)]
     config_path = next((c for c in configs if c.is_file()), None)
@@ -157,38 +169,51 @@ def environment_blocks(table: pd.DataFrame) -> list:
 
 def build_report(source: Path | str, out_dir: Path | str | None = None, options: FitOptions | None = None,
                  samples: Path | str | None = None, paper_laws: str | None = "normalised", resolution: int = 256,
-                 title: str | None = None, formats=("png", "pdf"), **overrides) -> Path:
-    """Fit, draw and write OUT/report.html and OUT/report.md; returns the HTML path."""
+                 title: str | None = None, formats=("png", "pdf"), extra_figures: Sequence[tuple[Path, str]] = (),
+                 extra_summary: Sequence = (), **overrides) -> Path:
+    """Fit, draw and write OUT/report.html and OUT/report.md; returns the HTML path.
+
+    ``extra_figures`` ((png path, caption) pairs) follow Figures 5 and 6; ``extra_summary`` (report blocks)
+    follow the headline table: how a caller such as the demo adds its own results without a section of its own.
+    """
     analysis = run_all(source, out_dir, options, samples=samples, paper_laws=paper_laws, resolution=resolution,
                        formats=formats, **overrides)
     root = sweep_root(source)
     title = title or f"varscale report: {root.name}"
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     runs = runs_table(analysis.table)
+    figures = [p for p in analysis.figures if p.suffix == ".png" and not p.stem.startswith("baselines")]
+    figures.sort(key=lambda p: FIGURE_ORDER.index(p.stem) if p.stem in FIGURE_ORDER else len(FIGURE_ORDER))
+    extra = list(extra_figures)
+    # a reader wants the result first: exponents, the figures, then the numbers behind them; configuration and
+    # environment last and folded
     sections = [
         Section("Summary", [Text(f"Source: {analysis.source}. Created {created}. {len(runs)} runs, "
                                  f"{runs['N (M)'].min():.3g}M to {runs['N (M)'].max():.3g}M parameters."),
                             Table(headline_table(analysis), caption="Fitted exponents (details below). Paper "
                                   "form L=(beta·X)^alpha: alpha < 0 when the metric falls; saturating form "
                                   "L=E+(X0/X)^alpha: alpha > 0.")
-                            if analysis.fits.fits else Text("No scaling law could be fitted; see below why.")]),
-        Section("Sweep configuration", sweep_config_blocks(root, analysis.table)),
-        Section("Runs", [Table(runs, caption="Final validation record of every run (losses in nats, errors as "
-                                             "fractions; C = cumulative training compute).")]),
-        Section("Compute accounting", [Table(pd.DataFrame(list(analysis.fits.convention.items()),
-                                                          columns=["quantity", "convention"]))]),
+                            if analysis.fits.fits else Text("No scaling law could be fitted; see below why."),
+                            *extra_summary]),
+        Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in figures[:2]]
+                + [Image(Path(p), caption) for p, caption in extra] + [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem))
+                                                                   for p in figures[2:]]),
         Section("Scaling-law fits", [
             Text(f"{FIT_METHOD} Several runs of one size: aggregate={analysis.fits.options['aggregate']}."),
             Table(fits_table(analysis)) if analysis.fits.fits else Text("No law was fitted."),
             *(flag_blocks(analysis) if analysis.fits.fits else []),
-            Pre(json.dumps(analysis.fits.options, indent=1), caption="Fit options (fits.json holds them too)"),
             *[Text(f"Not fitted: {reason}") for reason in analysis.fits.skipped]]),
-        Section("Figures", [Image(p, FIGURE_CAPTIONS.get(p.stem, p.stem)) for p in analysis.figures
-                            if p.suffix == ".png" and not p.stem.startswith("baselines")]),
+        Section("Runs", [Table(runs, caption="Final validation record of every run (losses in nats, errors as "
+                                             "fractions; C = cumulative training compute).")]),
         Section("Evaluation against published baselines", comparison_sections(analysis) + [
             Image(p, FIGURE_CAPTIONS[p.stem]) for p in analysis.figures
             if p.suffix == ".png" and p.stem.startswith("baselines")]),
-        Section("Environment", environment_blocks(analysis.table)),
+        Section("Compute accounting and fit options", [
+            Table(pd.DataFrame(list(analysis.fits.convention.items()), columns=["quantity", "convention"])),
+            Pre(json.dumps(analysis.fits.options, indent=1), caption="Fit options (fits.json holds them too)")],
+            folded=True),
+        Section("Sweep configuration", sweep_config_blocks(root, analysis.table), folded=True),
+        Section("Environment", environment_blocks(analysis.table), folded=True),
     ]
     html_path = atomic_write_text(analysis.out_dir / "report.html", render_html(title, sections))
     atomic_write_text(analysis.out_dir / "report.md", render_markdown(title, sections, analysis.out_dir))

@@ -42,6 +42,7 @@ class Image:
 class Section:
     title: str
     blocks: list = field(default_factory=list)
+    folded: bool = False  # HTML and Markdown: closed <details> the reader opens (configuration, environment)
 
 
 def format_cell(value) -> str:
@@ -55,7 +56,7 @@ def format_cell(value) -> str:
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+h1 { font-size: 1.6em; } details > summary { cursor: pointer; } details > summary > h2 { display: inline; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: .82em; margin: .6em 0 1.2em; }
 th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
@@ -97,7 +98,8 @@ def render_html(title: str, sections: list[Section]) -> str:
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        heading = f"<h2>{html.escape(section.title)}</h2>"
+        parts.append(f"<details><summary>{heading}</summary>" if section.folded else heading)
         for block in section.blocks:
             if isinstance(block, Text):
                 parts.append(f"<p>{html.escape(block.text)}</p>")
@@ -110,6 +112,8 @@ def render_html(title: str, sections: list[Section]) -> str:
                 data = base64.b64encode(Path(block.path).read_bytes()).decode()
                 parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{data}'>"
                              f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+        if section.folded:
+            parts.append("</details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -117,7 +121,8 @@ def render_html(title: str, sections: list[Section]) -> str:
 def render_markdown(title: str, sections: list[Section], relative_to: Path) -> str:
     parts = [f"# {title}"]
     for section in sections:
-        parts.append(f"## {section.title}")
+        parts.append(f"<details><summary><b>{section.title}</b></summary>" if section.folded
+                     else f"## {section.title}")
         for block in section.blocks:
             if isinstance(block, Text):
                 parts.append(block.text)
@@ -128,4 +133,6 @@ def render_markdown(title: str, sections: list[Section], relative_to: Path) -> s
             elif isinstance(block, Image):
                 link = Path(os.path.relpath(block.path, relative_to)).as_posix()
                 parts.append(f"![{block.caption}]({link})\n\n*{block.caption}*")
+        if section.folded:
+            parts.append("</details>")
     return "\n\n".join(parts) + "\n"

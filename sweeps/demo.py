@@ -4,10 +4,14 @@ Steps (each one is reused when its inputs have not changed, so an interrupted de
   1. tokenizer: train the small multi-scale VQVAE on the embedded synthetic dataset
      (OUT/tokenizer-<hash of its config>/tokenizer.safetensors);
   2. token cache: encode the train and held-out splits once (OUT/tokens-<hash of tokenizer and data>/);
-  3. sweep: the demo spec (sweeps/specs/demo-cpu.yaml) with those paths, submitted through the sweep layer
-     (local executor, or SLURM with --executor slurm); finished points are never run twice;
-  4. fits and figures (analysis), 5. a sample grid from the largest model, and an evaluation of a small sample
-     set when Inception weights are present, 6. the HTML report, whose path and summary are printed.
+  3. sweep: the demo spec (sweeps/specs/demo-cpu.yaml) with those paths and the per-size budgets and learning
+     rates of sweeps/demo_plan.py, submitted through the sweep layer (local executor, or SLURM with
+     --executor slurm); finished points are never run twice;
+  4. collect the table; 5. sample quality of every size (sweeps/demo_quality.py: synthetic-feature Frechet
+     distance, precision, recall; Inception FID of the largest model where its weights are present);
+  6. fits, figures and the HTML report; OUT/summary.json (sweeps/demo_summary.py) and the printed summary.
+`--seed S` trains every size with another seed (initialisation, batch order, sampling) in the sweep
+demo-cpu-seedS next to the first, on the same data and tokenizer: the check that the trend is not one seed's luck.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from sweeps.demo_plan import Budget, describe, plan_runs, spec_overrides
+
 SPEC_TEMPLATE = Path(__file__).with_name("specs") / "demo-cpu.yaml"
 
 
@@ -31,22 +37,23 @@ class DemoSize:
     train_images: int
     val_images: int
     tokenizer_steps: int
-    depths: tuple[int, ...]
-    steps: int
-    eval_every: int
-    grid_per_class: int
-    eval_samples_per_class: int
+    budget: Budget  # model sizes, steps and learning rates (sweeps/demo_plan.py)
+    feature_net: dict  # FeatureNetConfig options of the quality metric's network (harness/evaluation/demo_features.py)
+    quality_per_class: int  # samples per class and size for the quality metric
     n_boot: int
-    base_lr: float  # peak lr = base_lr * batch / 256; small models on a few hundred steps want a large one
 
 
 SIZES = {
-    "full": DemoSize(train_images=4096, val_images=512, tokenizer_steps=300, depths=(1, 2, 3, 4, 5), steps=400,
-                     eval_every=50, grid_per_class=8, eval_samples_per_class=50, n_boot=1000,
-                     base_lr=0.06),
-    "quick": DemoSize(train_images=256, val_images=64, tokenizer_steps=30, depths=(1, 2, 3), steps=12,
-                      eval_every=6, grid_per_class=2, eval_samples_per_class=4, n_boot=200,
-                      base_lr=0.06),
+    "full": DemoSize(train_images=8192, val_images=512, tokenizer_steps=400,
+                     budget=Budget(depths=(1, 2, 3, 4, 5, 6, 7), base_steps=100, steps_power=0.15, batch_size=32,
+                                   anchor_width=64, lr_at_anchor=7.5e-3, evals_per_run=12),
+                     feature_net={"train_images": 2048, "steps": 150, "batch_size": 32},
+                     quality_per_class=30, n_boot=1000),
+    "quick": DemoSize(train_images=256, val_images=64, tokenizer_steps=30,
+                      budget=Budget(depths=(1, 2, 3), base_steps=12, steps_power=0.0, batch_size=32,
+                                    anchor_width=64, lr_at_anchor=7.5e-3, evals_per_run=2),
+                      feature_net={"train_images": 256, "steps": 10, "batch_size": 32},
+                      quality_per_class=3, n_boot=200),
 }
 
 
@@ -55,10 +62,13 @@ def register(subparsers) -> None:
                                            "figures, samples, report (resumes when run again)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working directory (default: runs/demo)")
     p.add_argument("--size", choices=sorted(SIZES), default="full",
-                   help="full (make demo, about 4 min on 2 cores) or quick (under a minute; the settings of its test)")
+                   help="full (make demo, about 9 min on 2 idle cores) or quick (about a minute; its test's settings)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training and sampling seed of every size (default 0); another seed runs a sweep of its own "
+                        "on the same data and tokenizer, for checking that the law is not one seed's luck")
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="run the sweep here (default) or on the SLURM cluster that answers to sinfo")
-    p.add_argument("--inception-weights", help="Inception weights for the sample evaluation (default: cache)")
+    p.add_argument("--inception-weights", help="Inception weights for the largest model's FID (default: cache)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -85,9 +95,11 @@ def ensure_tokenizer(out: Path, size: DemoSize):
     else:
         summary = train_tokenizer(cfg, folder)  # resumes from its own checkpoint when interrupted
     val = summary["val"]
-    print(f"tokenizer: held-out reconstruction MSE {val.get('rec_mse', float('nan')):.4f}, codebook usage "
-          f"{100 * val.get('codebook_usage_all', float('nan')):.0f}%  ({folder / 'tokenizer.safetensors'})")
-    return folder / "tokenizer.safetensors", summary["sha256"], data
+    per_scale = " / ".join(f"{100 * u:.0f}%" for u in val.get("codebook_usage_per_scale", []))
+    print(f"tokenizer: held-out PSNR {val.get('rec_psnr_db', float('nan')):.1f} dB, codebook use per scale "
+          f"{per_scale} ({100 * val.get('codebook_usage_all', float('nan')):.0f}% of {cfg.vocab_size} codes in all)"
+          f"  ({folder / 'tokenizer.safetensors'})")
+    return folder / "tokenizer.safetensors", summary, data
 
 
 def ensure_token_cache(out: Path, tokenizer_path: Path, tokenizer_sha: str, data) -> Path:
@@ -105,22 +117,31 @@ def ensure_token_cache(out: Path, tokenizer_path: Path, tokenizer_sha: str, data
     return encode_dataset(vae, ref, data, folder, batch_size=128, device="cpu", progress=sys.stderr.isatty())
 
 
-def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Path, data, executor: str) -> Path:
+def sweep_name(seed: int) -> str:
+    return "demo-cpu" if seed == 0 else f"demo-cpu-seed{seed}"
+
+
+def write_spec(out: Path, size: DemoSize, tokenizer_path: Path, token_cache: Path, data, executor: str,
+               seed: int) -> Path:
     from harness.config import to_dict
     from models.files import atomic_write_text
 
     spec = yaml.safe_load(SPEC_TEMPLATE.read_text())
+    spec["name"] = sweep_name(seed)
     spec["executor"] = executor
     spec["output_root"] = str((out / "sweeps").resolve())
-    spec["grid"]["depth"] = list(size.depths)
+    # largest first: the longest job starts at once and the small ones fill the other cores around it
+    spec["grid"] = {"depth": sorted(size.budget.depths, reverse=True), "seed": [seed]}
+    # every size at once: on an idle machine the CPU-bound total is the same as one process per core, and the
+    # largest model's run is not left as a long tail; on a shared machine it gets its share from the start
+    spec["array_parallelism"] = len(size.budget.depths)
     train = spec["train"]
     train["tokenizer"] = {"path": str(tokenizer_path.resolve())}
     train["data"] = {**to_dict(data), "token_cache": str(token_cache.resolve())}
-    train["total_steps"] = size.steps
-    train["base_lr"] = size.base_lr
-    train["eval_every"] = size.eval_every
+    train["batch_size"] = size.budget.batch_size
     train["eval_images"] = size.val_images
-    path = out / "demo-sweep.yaml"
+    spec["overrides"] = spec_overrides(plan_runs(size.budget))
+    path = out / f"{spec['name']}.yaml"
     text = "# written by `varscale demo` from sweeps/specs/demo-cpu.yaml\n" + yaml.safe_dump(spec, sort_keys=False)
     if not path.is_file() or path.read_text() != text:
         atomic_write_text(path, text)
@@ -140,113 +161,52 @@ def run_sweep(spec_path: Path):
     return spec
 
 
-def largest_run(table) -> Path:
-    last = table.sort_values("params_total").iloc[-1]
-    return Path(last["run_dir"])
-
-
-def sample_command(run_dir: Path, out: Path, per_class: int, seed: int) -> list[str]:
-    # the tokenizer's vocabulary is smaller than the protocol's top-k 900: filter by top-p alone
-    return ["sample", "--run", str(run_dir), "--per-class", str(per_class), "--batch-size", "20", "--top-k", "0",
-            "--seed", str(seed), "--device", "cpu", "--out", str(out)]
-
-
-def sample_and_evaluate(run_dir: Path, size: DemoSize, val_images: int, inception_weights: str | None) -> dict:
-    from harness.cli.main import main as varscale
-
-    grid = run_dir / "samples" / "demo-grid.npz"
-    if varscale(sample_command(run_dir, grid, size.grid_per_class, seed=0)) != 0:
-        raise SystemExit("sampling the grid failed (see above)")
-    result = {"grid": str(grid)}
-    try:
-        from harness.evaluation.inception import find_weights
-
-        find_weights(inception_weights)
-    except FileNotFoundError as exc:
-        result["eval"] = None
-        result["eval_skipped"] = (f"FID skipped: {exc} Then run `varscale demo` again: only the evaluation "
-                                  f"step is left to do.")
-        return result
-    evalset = run_dir / "samples" / "demo-eval.npz"
-    if varscale(sample_command(run_dir, evalset, size.eval_samples_per_class, seed=1)) != 0:
-        raise SystemExit("sampling the evaluation set failed (see above)")
-    ref = write_reference(run_dir.parent.parent / "reference-val.npz", val_images)
-    eval_args = ["eval", str(evalset), "--ref", str(ref), "--device", "cpu", "--expected-samples", "0",
-                 "--fid-method", "gram", "--out", str(run_dir / "eval" / "demo-eval.json")]
-    if inception_weights:
-        eval_args += ["--inception-weights", inception_weights]
-    if varscale(eval_args) != 0:
-        raise SystemExit("the evaluation failed (see above)")
-    result["eval"] = json.loads((run_dir / "eval" / "demo-eval.json").read_text())
-    return result
-
-
-def write_reference(path: Path, count: int) -> Path:
-    """The held-out synthetic images as an ADM-format reference batch (same rounding rule as the samples)."""
-    import numpy as np
-    import torch
-
-    from harness.data.synthetic import generate_image
-    from harness.sampling.loop import to_uint8
-    from harness.sampling.npz import write_npz
-
-    if path.is_file():
-        return path
-    images, labels = zip(*(generate_image(0, "val", i, 32, 10) for i in range(count)))
-    images_B3HW = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return write_npz(path, {"arr_0": to_uint8(images_B3HW), "arr_1": np.array(labels, dtype=np.int64)})
-
-
-def print_summary(analysis_dir: Path, table, report: Path, sample_result: dict, elapsed_s: float) -> None:
-    final = table[table["split"] == "val"].sort_values("step").groupby("point_id").tail(1)
-    final = final.sort_values("params_total")
-    print("\nmodel          params   train PFLOPs   val loss (all / last)   token error (all / last)")
-    for _, row in final.iterrows():
-        print(f"VAR-mini-d{int(row['depth']):<4}{int(row['params_total']):>10,}{row['train_flops'] / 1e15:>13.3g}"
-              f"      {row['loss_mean']:.4f} / {row['loss_last']:.4f}          "
-              f"{row['err_mean']:.3f} / {row['err_last']:.3f}")
-    fits = json.loads((analysis_dir / "fits.json").read_text())
-    for fit in fits.get("fits", []):
-        if fit["form"] != "paper" or fit["x"] != "N":
-            continue
-        print(f"fit {fit['metric']:<10} vs N: L = (beta N)^alpha, alpha = {fit['params']['alpha']:.3f}  "
-              f"{100 * fit['ci_level']:.0f}% CI [{fit['ci_low']['alpha']:.3f}, {fit['ci_high']['alpha']:.3f}]  "
-              f"r = {fit['r']:.3f}")
-    if sample_result.get("eval"):
-        metrics = sample_result["eval"].get("metrics", sample_result["eval"])
-        print(f"samples: FID {metrics.get('fid', float('nan')):.2f} against the held-out synthetic images")
-    else:
-        print(sample_result.get("eval_skipped", ""))
-    print(f"\nreport: {report.resolve()}\nsample grid: {sample_result['grid']}\ndone in {elapsed_s / 60:.1f} min")
-
-
 def cmd_demo(args) -> int:
-    import os
-
     import torch
 
-    from reports import build_report
     from sweeps.collect import collect_table, write_table
+    from sweeps.demo_quality import evaluate_sizes
+    from sweeps.demo_summary import print_summary, write_report, write_summary
     from sweeps.state import SweepState
 
-    # the tokenizer and the encode run alone and may use every core; the sweep then runs one process per core
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    # one thread: the sweep runs one process per core, and on a shared machine a multi-threaded tokenizer
+    # mostly spin-waits (measured: 30 tokenizer steps took 12 min with 2 threads on a loaded 2-core machine)
+    torch.set_num_threads(1)
     size = SIZES[args.size]
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    stage_s: dict[str, float] = {}
+
+    def stage_done(name: str, since: float) -> float:
+        now = time.monotonic()
+        stage_s[name] = round(now - since, 2)
+        return now
+
     step_banner(1, "synthetic dataset and tokenizer")
-    tokenizer_path, tokenizer_sha, data = ensure_tokenizer(out, size)
+    tokenizer_path, tokenizer_summary, data = ensure_tokenizer(out, size)
+    t = stage_done("tokenizer", start)
     step_banner(2, "token cache")
-    token_cache = ensure_token_cache(out, tokenizer_path, tokenizer_sha, data)
-    step_banner(3, f"sweep of {len(size.depths)} model sizes ({args.executor} executor)")
-    spec = run_sweep(write_spec(out, size, tokenizer_path, token_cache, data, args.executor))
-    step_banner(4, "collect, fit, figures")
+    token_cache = ensure_token_cache(out, tokenizer_path, tokenizer_summary["sha256"], data)
+    t = stage_done("token_cache", t)
+    tokens_per_image = sum(pn * pn for pn in tokenizer_summary["config"]["patch_nums"])
+    runs = plan_runs(size.budget)
+    step_banner(3, f"sweep of {len(runs)} model sizes, seed {args.seed} ({args.executor} executor)")
+    print(describe(runs, size.budget.batch_size, tokens_per_image), flush=True)
+    spec = run_sweep(write_spec(out, size, tokenizer_path, token_cache, data, args.executor, args.seed))
+    t = stage_done("sweep", t)
+    step_banner(4, "collect the table")
     table = collect_table(SweepState.load(spec.sweep_dir))
     write_table(table, spec.sweep_dir / "table.csv")
-    step_banner(5, "samples from the largest model")
-    sample_result = sample_and_evaluate(largest_run(table), size, size.val_images, args.inception_weights)
-    step_banner(6, "report")
-    report = build_report(spec.sweep_dir, n_boot=size.n_boot, resolution=32)
-    print_summary(report.parent, table, report, sample_result, time.monotonic() - start)
+    t = stage_done("collect", t)
+    step_banner(5, "sample quality of every size")
+    quality = evaluate_sizes(table, out, size, args.seed, tokenizer_path, tokenizer_summary["sha256"],
+                             args.inception_weights)
+    t = stage_done("quality", t)
+    step_banner(6, "fits, figures, report")
+    report = write_report(spec.sweep_dir, size.n_boot, quality)
+    stage_done("report", t)
+    stage_s["total"] = round(time.monotonic() - start, 2)
+    summary = write_summary(out, spec.sweep_dir, table, report, tokenizer_summary, quality, stage_s, args.seed)
+    print_summary(summary)
     return 0

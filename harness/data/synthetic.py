@@ -2,15 +2,18 @@
 
 Every image is a pure function of ``(seed, split, index)``, at any resolution. A class fixes a *style*: a palette,
 a background pattern (stripes, checkerboard, rings or a gradient) with its frequency and angle, a distribution
-over shape kinds, a layout (grid, scatter or centred), a size range and a fine texture inside the shapes. A sample
-draws the free parameters (phase, jitter, positions, which shapes) from its own generator. The result has
-structure at several scales: the coarse layout and colours (first VAR scales), shape outlines (middle scales) and
-the fine in-shape texture (last scales), so a larger model can keep lowering the loss at the fine scales.
+over shape kinds, a layout (grid, scatter or centred), a size range, a fine texture inside the shapes and a
+small marker at each shape's centre (dot, cross or none). Hues are spaced by the golden angle over the labels, so
+no two classes share a colour scheme. A sample draws the free parameters (phase, jitter, positions, which shapes,
+texture phase) from its own generator. The result has structure at several scales: the coarse layout and colours
+(first VAR scales), shape outlines (middle scales), the fine in-shape texture and the markers, whose place follows
+from the coarse content (last scales), so a larger model keeps finding something to predict at the fine scales.
 
 Labels are balanced: ``label = index % num_classes``.
 """
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ SPLIT_IDS = {"train": 0, "val": 1}
 BACKGROUNDS = ("stripes", "checker", "rings", "gradient")
 SHAPES = ("disk", "square", "triangle", "ring")
 LAYOUTS = ("grid", "scatter", "centred")
+MARKERS = ("dot", "cross", "none")
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,14 @@ class ClassStyle:
     layout: str
     texture_freq: float  # in-shape stripes, cycles per image side
     texture_amp: float
+    marker: str  # one of MARKERS, drawn in the background's dark colour at every shape's centre
 
 
 def class_style(seed: int, label: int) -> ClassStyle:
     """The fixed style of class ``label``; some choices cycle with the label so that classes differ for sure."""
     rng = np.random.default_rng([seed, 7919, label])
     return ClassStyle(
-        palette=rng.uniform(0.05, 0.95, size=(4, 3)),
+        palette=_class_palette(rng, label),
         background=BACKGROUNDS[label % len(BACKGROUNDS)],
         bg_freq=float(rng.uniform(1.0, 5.0)),
         bg_angle=float(rng.uniform(0, math.pi)),
@@ -51,7 +56,19 @@ def class_style(seed: int, label: int) -> ClassStyle:
         layout=LAYOUTS[(label // len(BACKGROUNDS)) % len(LAYOUTS)],
         texture_freq=float(rng.uniform(6.0, 14.0)),
         texture_amp=float(rng.uniform(0.1, 0.35)),
+        marker=MARKERS[(label // 2) % len(MARKERS)],
     )
+
+
+def _class_palette(rng: np.random.Generator, label: int) -> np.ndarray:
+    """Background pair around the class hue, shape pair around its complement; hues by the golden angle."""
+    hue = (0.618034 * label + rng.uniform(-0.03, 0.03)) % 1.0
+    rows = []
+    for h, (s_lo, s_hi), (v_lo, v_hi) in ((hue, (0.3, 0.6), (0.25, 0.45)), (hue, (0.3, 0.6), (0.65, 0.9)),
+                                          (hue + 0.5, (0.6, 0.95), (0.7, 0.95)), (hue + 0.42, (0.6, 0.95),
+                                                                                 (0.45, 0.7))):
+        rows.append(colorsys.hsv_to_rgb(h % 1.0, rng.uniform(s_lo, s_hi), rng.uniform(v_lo, v_hi)))
+    return np.asarray(rows, dtype=np.float64)
 
 
 def generate_image(seed: int, split: str, index: int, resolution: int, num_classes: int) -> tuple[np.ndarray, int]:
@@ -72,9 +89,12 @@ def generate_image(seed: int, split: str, index: int, resolution: int, num_class
         sdf = _shape_sdf(kind, u - cx, v - cy, radius, angle=float(rng.uniform(0, 2 * math.pi)))
         coverage = np.clip(0.5 - sdf / pixel, 0.0, 1.0)[..., None]  # one-pixel anti-aliased edge
         stripes = np.sin(2 * math.pi * style.texture_freq * (u * math.cos(style.bg_angle + 1.0)
-                                                             + v * math.sin(style.bg_angle + 1.0)))
+                                                             + v * math.sin(style.bg_angle + 1.0))
+                         + rng.uniform(0, 2 * math.pi))
         fill = colour * (1 - style.texture_amp * 0.5 * (1 + stripes))[..., None]
         img = img * (1 - coverage) + fill * coverage
+        marker = _marker_coverage(style.marker, u - cx, v - cy, pixel)[..., None]
+        img = img * (1 - marker) + style.palette[0] * marker
     img = img + rng.normal(0, 0.015, img.shape)
     return np.clip(img, 0, 1).astype(np.float32), label
 
@@ -112,6 +132,17 @@ def _layout(style: ClassStyle, rng: np.random.Generator) -> list[tuple[float, fl
                  min(r, 0.22)) for c, r in zip(cells, radii)]
     centres = rng.uniform(0.15, 0.85, size=(count, 2))
     return [(float(x), float(y), float(r)) for (x, y), r in zip(centres, radii)]
+
+
+def _marker_coverage(kind: str, dx: np.ndarray, dy: np.ndarray, pixel: float) -> np.ndarray:
+    """Coverage in [0, 1] of a marker a few pixels wide centred at the origin."""
+    if kind == "dot":
+        return np.clip(1.5 - np.hypot(dx, dy) / pixel, 0.0, 1.0)
+    if kind == "cross":
+        arm = (np.abs(dx) < 0.6 * pixel) & (np.abs(dy) < 2.5 * pixel) | (np.abs(dy) < 0.6 * pixel) & (
+            np.abs(dx) < 2.5 * pixel)
+        return arm.astype(np.float64)
+    return np.zeros_like(dx)
 
 
 def _shape_sdf(kind: str, dx: np.ndarray, dy: np.ndarray, radius: float, angle: float) -> np.ndarray:

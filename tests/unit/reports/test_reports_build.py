@@ -26,6 +26,7 @@ def sweep_dir(tmp_path_factory):
     spec = root.parent / "tiny-demo.yaml"
     spec.write_text(SPEC_TEXT)
     (root / "state.json").write_text(json.dumps({"sweep": "tiny-demo", "spec": str(spec), "executor": "local"}))
+    (root / "tiny-demo.yaml").write_text(SPEC_TEXT)  # a copy next to the sweep, as `varscale sweep` leaves one
     table = synthetic_sweep_table(depths=DEPTHS, evals_per_run=6, noise=0.003, seed=2, sweep="tiny-demo")
     table["state"] = "COMPLETED"  # as `varscale sweep collect` writes it
     for point_id, rows in table.groupby("point_id"):
@@ -55,9 +56,14 @@ def report(sweep_dir):
 def test_report_html_is_self_contained_with_tables_and_figures(sweep_dir, report):
     assert report == sweep_dir / "analysis" / "report.html"
     page = report.read_text()
-    for title in ("Summary", "Sweep configuration", "Runs", "Compute accounting", "Scaling-law fits", "Figures",
-                  "Evaluation against published baselines", "Environment"):
-        assert f"<h2>{title}</h2>" in page
+    # results first (summary, figures, fits, runs), then what produced them, folded: nothing before the figures
+    # but the summary, and every section once
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles == ["Summary", "Figures", "Scaling-law fits", "Runs", "Evaluation against published baselines",
+                      "Compute accounting and fit options", "Sweep configuration", "Environment"]
+    for title in titles[-3:]:
+        assert f"<details><summary><h2>{title}</h2></summary>" in page
+    assert page.count("name: tiny-demo") == 1  # the spec once, even where a copy sits next to the sweep
     assert "name: tiny-demo" in page  # the sweep spec, verbatim
     for depth in DEPTHS:
         assert f"d{depth}-i1000000" in page

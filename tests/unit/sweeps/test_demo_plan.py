@@ -1,0 +1,55 @@
+"""The demo's study design: sizes over two decades, budgets that grow with N, peak lr ~ 1/width, spec overrides."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import yaml
+
+from sweeps.demo import SIZES, write_spec
+from sweeps.demo_plan import Budget, plan_runs, spec_overrides
+from sweeps.points import expand
+from sweeps.spec import load_spec
+
+
+def test_full_demo_spans_two_decades_with_growing_budgets_and_width_scaled_lr():
+    runs = plan_runs(SIZES["full"].budget)
+    assert len(runs) >= 7
+    assert math.log10(runs[-1].params_wo_emb / runs[0].params_wo_emb) >= 2
+    steps = [r.total_steps for r in runs]
+    assert all(a < b for a, b in itertools.pairwise(steps)), steps
+    # muP-style transfer: peak lr x width is the same for every size, and base_lr follows the harness convention
+    products = {round(r.peak_lr * r.width, 12) for r in runs}
+    assert len(products) == 1
+    assert all(math.isclose(r.base_lr * SIZES["full"].budget.batch_size / 256, r.peak_lr) for r in runs)
+    assert all(r.eval_every * SIZES["full"].budget.evals_per_run >= r.total_steps for r in runs)
+
+
+def test_steps_follow_the_power_of_the_parameter_ratio():
+    budget = Budget(depths=(1, 4), base_steps=100, steps_power=0.5, batch_size=32, anchor_width=32,
+                    lr_at_anchor=1e-3, evals_per_run=4)
+    small, large = plan_runs(budget)
+    assert small.total_steps == 100 and small.peak_lr == 1e-3
+    assert large.total_steps == round(100 * math.sqrt(large.params_total / small.params_total))
+    assert math.isclose(large.peak_lr, 1e-3 / 4)
+
+
+def test_written_spec_gives_every_point_its_planned_steps_lr_and_seed(tmp_path):
+    from harness.config import DataConfig
+
+    size = SIZES["full"]
+    tok, cache = tmp_path / "tok.safetensors", tmp_path / "tokens"
+    tok.write_bytes(b"x")
+    cache.mkdir()
+    path = write_spec(tmp_path, size, tok, cache, DataConfig(synthetic_train_size=64, synthetic_val_size=16),
+                      "local", seed=3)
+    assert path.name == "demo-cpu-seed3.yaml"
+    points = expand(load_spec(path))
+    planned = {r.depth: r for r in plan_runs(size.budget)}
+    assert [p.axes["depth"] for p in points] == sorted(planned, reverse=True)  # largest first
+    for point in points:
+        run = planned[point.axes["depth"]]
+        assert point.train["total_steps"] == run.total_steps
+        assert math.isclose(point.train["base_lr"], run.base_lr)
+        assert point.train["eval_every"] == run.eval_every and point.train["seed"] == 3
+    assert yaml.safe_load(path.read_text())["overrides"] == spec_overrides(list(planned.values()))
