@@ -309,8 +309,13 @@ def main() -> None:
                 arm.close()
     for kind, batch in (("train", args.batch), ("sample", args.sample_batch)):
         rate = {name: batch / statistics.median(times[(name, kind)]) for name in arms}
+        # the ratio of neighbouring measurements follows the machine's load less than the ratio of medians
+        paired = sorted(a / b for a, b in zip(times[("official", kind)], times[("ours", kind)]))
         print(f"{kind:6s} images/s (median of {len(times[('ours', kind)])}): official {rate['official']:.2f}  "
-              f"ours {rate['ours']:.2f}  ratio {rate['ours'] / rate['official']:.2f}x")
+              f"ours {rate['ours']:.2f}  ratio {rate['ours'] / rate['official']:.2f}x  "
+              f"(paired ratios {paired[0]:.2f}..{paired[-1]:.2f}, median {statistics.median(paired):.2f}x)")
+        for name in arms:
+            print(f"  {name:8s} seconds: {' '.join(f'{t:.2f}' for t in times[(name, kind)])}")
 
 
 if __name__ == "__main__":

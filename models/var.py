@@ -219,7 +219,14 @@ class VAR(nn.Module):
         return step(x_BlC, cond_BD_or_gss, cond_BD, t)
 
     def compile_sampling_step(self, enable: bool = True, **compile_kwargs) -> None:
-        """Sample through a `torch.compile`d per-scale step (one graph per scale; the first call compiles)."""
+        """Sample through a `torch.compile`d per-scale step: one static-shape graph per scale (compiled at the
+        first call), so dynamo's per-function recompile limit is raised to the number of scales (14 at 1024 px
+        would otherwise leave the last scales eager)."""
+        if enable:
+            import torch._dynamo.config as dynamo_config
+
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, len(self.patch_nums) + 2)
+            compile_kwargs.setdefault("dynamic", False)
         self._compiled_scale_step = torch.compile(self._scale_step_eager, **compile_kwargs) if enable else None
 
     @torch.no_grad()

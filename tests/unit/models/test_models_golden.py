@@ -154,7 +154,7 @@ def test_compiled_sampling_step_gives_the_golden_samples(golden):
     """`varscale sample --compile`: the same ids and randomness as the official code, logits to tolerance."""
     case, model, v = "var.ar_A", golden["var"], golden["v"]
     args = golden["config"]["cases"][case]
-    model.compile_sampling_step(dynamic=False)
+    model.compile_sampling_step()
     try:
         out = model.sample_scales(args["B"], torch.tensor(args["label_B"]), g_seed=args["g_seed"], cfg=args["cfg"],
                                   top_k=args["top_k"], top_p=args["top_p"], keep_logits=True)
