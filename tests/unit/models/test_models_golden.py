@@ -150,6 +150,9 @@ def test_kv_cached_sampling_equals_teacher_forcing(golden, name):
     torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), logits_tf, atol=2e-5, rtol=RTOL)
 
 
+# inductor codegen makes these the slowest tests of the area: 314 s and 177 s wall on a 2-core CPU at load ~13,
+# 73 s of CPU time for this whole file; on a quiet CI machine expect about a minute for the pair
+@pytest.mark.slow
 def test_compiled_sampling_step_gives_the_golden_samples(golden):
     """`varscale sample --compile`: the same ids and randomness as the official code, logits to tolerance."""
     case, model, v = "var.ar_A", golden["var"], golden["v"]
@@ -166,6 +169,7 @@ def test_compiled_sampling_step_gives_the_golden_samples(golden):
     torch.testing.assert_close(out["f_hat"], v[f"{case}.f_hat"], atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_compiled_training_forward_and_backward_match_eager(golden):
     """`train.compile`: compiled logits equal the golden ones and the gradients equal the eager ones."""
     model, v = golden["var_pn10"], golden["v"]
