@@ -81,9 +81,11 @@ class VAR(nn.Module):
         # a query sees every key of its own or a coarser scale
         mask = torch.where(d_1L1 >= d_1L1.transpose(1, 2), 0.0, -torch.inf).reshape(1, 1, self.L, self.L)
         self.register_buffer("attn_bias_for_masking", mask.contiguous())
-        # attention in per-scale blocks (scales of fewer tokens grouped, see BlockCausalMask); None: one dense
-        # masked attention over all L tokens, the release's way
-        self.block_causal_min_tokens: int | None = 64
+        # None: one dense masked attention over all L tokens, the release's way (the default: on a CPU the per-scale
+        # blocks were not faster, their slicing costs as much in the backward as the skipped products save;
+        # benchmarks/RESULTS.md). An int: per-scale blocks for scales of at least that many tokens, the smaller
+        # ones grouped (BlockCausalMask); 64 skips 38% of the products at the release's 10 scales.
+        self.block_causal_min_tokens: int | None = None
 
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
         self.head = nn.Linear(self.C, self.V)
