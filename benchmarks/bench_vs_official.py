@@ -114,6 +114,9 @@ def worker(arm: str, cfg: dict) -> None:
                                   fused=cfg["fused_adamw"] if arm == "ours" else None)
     forward = var
     if arm == "ours" and cfg["compile_train"]:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True  # as harness/training/step.py: the eager random numbers
         forward = torch.compile(var)
 
     def train_step() -> float:
