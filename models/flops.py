@@ -64,12 +64,13 @@ def sample_flops_per_image(spec: VARSpec, cfg: bool = True) -> int:
     """FLOPs of KV-cached sampling of one image (transformer only; see `phi_flops_per_image`)."""
     C, h, V, Cvae = spec.width, _hidden(spec), spec.tokenizer.vocab_size, spec.tokenizer.z_channels
     rows = 2 if cfg else 1
-    total, seen = 0, 0
+    # a shared AdaLN projection runs once per call; the head runs once, on the guided (CFG-mixed) features
+    total, seen = (rows * _ada_flops(spec) if spec.shared_aln else 0), 0
     for k, pn in enumerate(spec.patch_nums):
         n = pn * pn
         seen += n
         per_row = spec.depth * (n * (8 * C * C + 4 * C * h) + 4 * C * n * seen)
-        total += rows * (per_row + _ada_flops(spec) + 4 * C * C + 2 * n * C * V)
+        total += rows * (per_row + (0 if spec.shared_aln else _ada_flops(spec)) + 4 * C * C) + 2 * n * C * V
         if k + 1 < len(spec.patch_nums):  # the next input is embedded once, then shared by both CFG rows
             total += 2 * spec.patch_nums[k + 1] ** 2 * Cvae * C
     return total

@@ -35,3 +35,35 @@ def gumbel_softmax_with_rng(logits: torch.Tensor, tau: float, rng: torch.Generat
     """Soft Gumbel-softmax whose noise comes from `rng` (the global generator when None)."""
     gumbels = -torch.empty_like(logits, memory_format=torch.legacy_contiguous_format).exponential_(generator=rng).log()
     return ((logits + gumbels) / tau).softmax(dim)
+
+
+def sample_ids_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
+                           rng: torch.Generator | None = None) -> torch.Tensor:
+    """One id per position (B, l), the same draw as `sample_with_top_k_top_p_(..., num_samples=1)`.
+
+    With top-k set, only the k largest logits can be drawn, so top-p, the softmax and the final choice run on
+    those k values (sorted once by `topk`) instead of sorting and renormalising the whole vocabulary. The random
+    numbers are consumed as `torch.multinomial` consumes them for one sample (one exponential per vocabulary
+    entry, row-major, the id being the argmax of probs / noise), so a seed gives the same ids. Does not modify
+    `logits_BlV`. Falls back to the full filter when there is nothing to select partially (top-k off or >= V) or
+    when logits tie with the k-th largest value (the official filter keeps such ties).
+    """
+    B, l, V = logits_BlV.shape
+    logits_NV = logits_BlV.reshape(B * l, V)
+    if 0 < top_k < V:
+        top_NK, top_idx_NK = logits_NV.topk(top_k, dim=-1, largest=True, sorted=True)
+        if int((logits_NV >= top_NK[:, -1:]).sum(dim=-1).max()) == top_k:
+            return _draw_among_top_k(top_NK, top_idx_NK, top_p, rng, V).view(B, l)
+    return sample_with_top_k_top_p_(logits_NV.clone().view(B, l, V), top_k, top_p, rng, 1)[:, :, 0]
+
+
+def _draw_among_top_k(top_NK: torch.Tensor, top_idx_NK: torch.Tensor, top_p: float, rng, V: int) -> torch.Tensor:
+    if top_p > 0:  # ascending order, as the full filter's cumulative sum runs (the dropped tokens add zeros)
+        ascending_NK = top_NK.flip(-1)
+        remove_NK = ascending_NK.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
+        remove_NK[:, -1] = False  # the most likely token always survives
+        top_NK = ascending_NK.masked_fill_(remove_NK, -torch.inf).flip(-1)
+    probs_NK = top_NK.softmax(dim=-1)
+    noise_NV = torch.empty(top_NK.shape[0], V, device=top_NK.device, dtype=probs_NK.dtype).exponential_(generator=rng)
+    best_N1 = (probs_NK / noise_NV.gather(1, top_idx_NK)).argmax(dim=-1, keepdim=True)
+    return top_idx_NK.gather(1, best_N1)

@@ -14,8 +14,8 @@ import torch.nn as nn
 
 from .edit import keep_given_tokens
 from .quant import PATCH_NUMS_256
-from .sampling import gumbel_softmax_with_rng, sample_with_top_k_top_p_
-from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
+from .sampling import gumbel_softmax_with_rng, sample_ids_top_k_top_p, sample_with_top_k_top_p_
+from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, BlockCausalMask, SharedAdaLin
 from .vqvae import VQVAE
 
 
@@ -82,9 +82,15 @@ class VAR(nn.Module):
         # a query sees every key of its own or a coarser scale
         mask = torch.where(d_1L1 >= d_1L1.transpose(1, 2), 0.0, -torch.inf).reshape(1, 1, self.L, self.L)
         self.register_buffer("attn_bias_for_masking", mask.contiguous())
+        # None: one dense masked attention over all L tokens, the release's way (the default: on a CPU the per-scale
+        # blocks were not faster, their slicing costs as much in the backward as the skipped products save;
+        # benchmarks/RESULTS.md). An int: per-scale blocks for scales of at least that many tokens, the smaller
+        # ones grouped (BlockCausalMask); 64 skips 38% of the products at the release's 10 scales.
+        self.block_causal_min_tokens: int | None = None
 
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
         self.head = nn.Linear(self.C, self.V)
+        self._compiled_scale_step = None
 
     # ------------------------------------------------------------------ helpers
     def _check_labels(self, label_B: torch.Tensor) -> None:
@@ -115,6 +121,8 @@ class VAR(nn.Module):
         main_type = _main_dtype(device_type)
         cond_BD_or_gss = self.shared_ada_lin(cond_BD).to(main_type)
         attn_bias = self.attn_bias_for_masking.to(main_type)
+        if self.block_causal_min_tokens is not None:
+            attn_bias = BlockCausalMask([pn * pn for pn in self.patch_nums], attn_bias, self.block_causal_min_tokens)
         x_BLC = x_BLC.to(main_type)
         for block in self.blocks:
             x_BLC = block(x_BLC, cond_BD_or_gss, attn_bias)
@@ -163,22 +171,22 @@ class VAR(nn.Module):
         quant = self.vae_quant_proxy[0]
         out = {"labels": label_B, "idx_Bl": [], "logits_BlV": []}
         cur_L = 0
+        cond_BD_or_gss = self.shared_ada_lin(cond_BD)
         for block in self.blocks:
-            block.attn.kv_caching(True)
+            block.attn.kv_caching(True, max_len=self.L)
         try:
             for si, pn in enumerate(self.patch_nums):
                 ratio = si / self.num_stages_minus_1 if self.num_stages_minus_1 else 0.0
                 cur_L += pn * pn
                 x_BlC = next_token_map
-                cond_BD_or_gss = self.shared_ada_lin(cond_BD)
-                for block in self.blocks:
-                    x_BlC = block(x_BlC, cond_BD_or_gss, attn_bias=None)
-                logits_BlV = self.get_logits(x_BlC, cond_BD)
                 t = cfg * ratio  # guidance ramps from 0 at the first scale to cfg at the last
-                logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+                logits_BlV = self.scale_step(x_BlC, cond_BD_or_gss, cond_BD, t)
                 if keep_logits:
                     out["logits_BlV"].append(logits_BlV.clone())
-                idx_Bl = sample_with_top_k_top_p_(logits_BlV, top_k=top_k, top_p=top_p, rng=rng, num_samples=1)[:, :, 0]
+                if more_smooth:  # the Gumbel step below reuses the filtered logits
+                    idx_Bl = sample_with_top_k_top_p_(logits_BlV, top_k, top_p, rng=rng, num_samples=1)[:, :, 0]
+                else:
+                    idx_Bl = sample_ids_top_k_top_p(logits_BlV, top_k, top_p, rng=rng)
                 out["idx_Bl"].append(idx_Bl)
                 if more_smooth:
                     gum_t = max(0.27 * (1 - ratio * 0.95), 0.005)
@@ -200,6 +208,38 @@ class VAR(nn.Module):
                 block.attn.kv_caching(False)
         out["f_hat"] = f_hat
         return out
+
+    def _scale_step_eager(self, x_BlC: torch.Tensor, cond_BD_or_gss: torch.Tensor, cond_BD: torch.Tensor,
+                          t: float) -> torch.Tensor:
+        """One scale of CFG sampling: the 2B-row (conditional, unconditional) pass, then guided logits (B, l, V).
+
+        The head is affine, so mixing the normalised features before it gives the release's mix of logits
+        (1 + t) * cond - t * uncond (equal to float rounding) at half the head's cost.
+        """
+        for block in self.blocks:
+            x_BlC = block(x_BlC, cond_BD_or_gss, attn_bias=None)
+        h_BlC = self.head_nm(x_BlC.float(), cond_BD).float()
+        B = h_BlC.shape[0] // 2
+        if t != 0:
+            h_BlC = (1 + t) * h_BlC[:B] - t * h_BlC[B:]
+        else:
+            h_BlC = h_BlC[:B]
+        return self.head(h_BlC).float()
+
+    def scale_step(self, x_BlC, cond_BD_or_gss, cond_BD, t: float) -> torch.Tensor:
+        step = self._compiled_scale_step or self._scale_step_eager
+        return step(x_BlC, cond_BD_or_gss, cond_BD, t)
+
+    def compile_sampling_step(self, enable: bool = True, **compile_kwargs) -> None:
+        """Sample through a `torch.compile`d per-scale step: one static-shape graph per scale (compiled at the
+        first call), so dynamo's per-function recompile limit is raised to the number of scales (14 at 1024 px
+        would otherwise leave the last scales eager)."""
+        if enable:
+            import torch._dynamo.config as dynamo_config
+
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, len(self.patch_nums) + 2)
+            compile_kwargs.setdefault("dynamic", False)
+        self._compiled_scale_step = torch.compile(self._scale_step_eager, **compile_kwargs) if enable else None
 
     @torch.no_grad()
     def autoregressive_infer_cfg(self, B: int, label_B=None, g_seed: int | None = None, cfg: float = 1.5,

@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.96)
     p.add_argument("--more-smooth", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the per-scale sampling step (same ids; compiling costs minutes on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="master seed; every batch derives its own seed from it")
     p.add_argument("--rounding", choices=("round", "trunc"), default="round")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
@@ -92,6 +94,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
         device = str(env.device) if env else (args.device or default_device())   # a rank uses its own GPU
         var, info = _load(args, device)
+        var.compile_sampling_step(args.compile)
         protocol = SamplingProtocol(num_classes=var.num_classes, per_class=args.per_class,
                                     num_samples=args.num_samples, batch_size=args.batch_size, cfg=args.cfg,
                                     top_k=args.top_k, top_p=args.top_p, more_smooth=args.more_smooth,
@@ -163,7 +166,8 @@ def _forward_argv(args, out) -> list[str]:
                         ("--precision", args.precision), ("--device", args.device)):
         if value is not None:
             argv += [flag, str(value)]
-    return argv + [f for f, on in (("--more-smooth", args.more_smooth), ("--png", args.png)) if on]
+    return argv + [f for f, on in (("--more-smooth", args.more_smooth), ("--png", args.png),
+                                   ("--compile", args.compile)) if on]
 
 
 def _submit(args, out) -> int:

@@ -74,6 +74,11 @@ class Trainer:
         if env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(var, device_ids=ids, broadcast_buffers=False)
+        if cfg.compile:  # forward and backward compiled; evaluation keeps the eager module (no recompile)
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fallback_random = True  # cond-drop and drop-path draw the same numbers as eager
+            self.model = torch.compile(self.model)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(param_groups(var), lr=cfg.peak_lr, betas=(0.9, 0.95), eps=1e-8,
                                            weight_decay=0.0, fused=fused)

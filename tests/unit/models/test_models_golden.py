@@ -89,11 +89,21 @@ def test_ten_scale_tokenizer(golden):
         torch.testing.assert_close(x_in, v["pn10.x_BLCv_wo_first_l"], atol=ATOL, rtol=RTOL)
 
 
+# attention paths: None = the release's dense masked attention; 64 = per-scale blocks for scales of >= 64 tokens
+# (the default: at 10 scales, 4 unmasked blocks and one masked group); 1 = every scale its own block
+ATTENTION_PATHS = [None, 64, 1]
+
+
+@pytest.mark.parametrize("min_tokens", ATTENTION_PATHS)
 @pytest.mark.parametrize("name, x_key", [("var", "tiny"), ("var_saln", "tiny"), ("var_pn10", "pn10")])
-def test_teacher_forced_logits(golden, name, x_key):
+def test_teacher_forced_logits(golden, name, x_key, min_tokens):
     v, model = golden["v"], golden[name]
-    with torch.no_grad():
-        logits = model(v[f"{name}.fwd.labels"], v[f"{x_key}.x_BLCv_wo_first_l"])
+    default, model.block_causal_min_tokens = model.block_causal_min_tokens, min_tokens
+    try:
+        with torch.no_grad():
+            logits = model(v[f"{name}.fwd.labels"], v[f"{x_key}.x_BLCv_wo_first_l"])
+    finally:
+        model.block_causal_min_tokens = default
     torch.testing.assert_close(logits, v[f"{name}.fwd.logits_BLV"], atol=ATOL, rtol=RTOL)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), v[f"{x_key}.idx_BL"].flatten()).item()
     assert ce == pytest.approx(golden["config"]["cases"][f"{name}.fwd"]["ce_mean"], abs=1e-5)
@@ -138,3 +148,43 @@ def test_kv_cached_sampling_equals_teacher_forcing(golden, name):
     finally:
         model.cond_drop_rate = rate
     torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), logits_tf, atol=2e-5, rtol=RTOL)
+
+
+# inductor codegen makes these the slowest tests of the area: 314 s and 177 s wall on a 2-core CPU at load ~13,
+# 73 s of CPU time for this whole file; on a quiet CI machine expect about a minute for the pair
+@pytest.mark.slow
+def test_compiled_sampling_step_gives_the_golden_samples(golden):
+    """`varscale sample --compile`: the same ids and randomness as the official code, logits to tolerance."""
+    case, model, v = "var.ar_A", golden["var"], golden["v"]
+    args = golden["config"]["cases"][case]
+    model.compile_sampling_step()
+    try:
+        out = model.sample_scales(args["B"], torch.tensor(args["label_B"]), g_seed=args["g_seed"], cfg=args["cfg"],
+                                  top_k=args["top_k"], top_p=args["top_p"], keep_logits=True)
+    finally:
+        model.compile_sampling_step(False)
+    assert torch.equal(torch.cat(out["idx_Bl"], 1), v[f"{case}.idx_BL"])
+    assert torch.equal(torch.rand(4, generator=model.rng), v[f"{case}.rng_after"])
+    torch.testing.assert_close(torch.cat(out["logits_BlV"], 1), v[f"{case}.logits_cfg_BLV"], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out["f_hat"], v[f"{case}.f_hat"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.slow
+def test_compiled_training_forward_and_backward_match_eager(golden):
+    """`train.compile`: compiled logits equal the golden ones and the gradients equal the eager ones."""
+    model, v = golden["var_pn10"], golden["v"]
+    labels, x_in, gt = v["var_pn10.fwd.labels"], v["pn10.x_BLCv_wo_first_l"], v["pn10.idx_BL"]
+
+    def logits_and_grads(forward):
+        model.zero_grad(set_to_none=True)
+        logits = forward(labels, x_in)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), gt.flatten()).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    eager_logits, eager_grads = logits_and_grads(model)
+    compiled_logits, compiled_grads = logits_and_grads(torch.compile(model, dynamic=False))
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(compiled_logits, v["var_pn10.fwd.logits_BLV"], atol=ATOL, rtol=RTOL)
+    assert compiled_grads.keys() == eager_grads.keys() and len(eager_grads) > 10
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -1,0 +1,88 @@
+"""The fast sampling and attention paths give what the release's slow ones give (ids and randomness exactly)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.sampling import sample_ids_top_k_top_p, sample_with_top_k_top_p_
+from models.var_blocks import BlockCausalMask, SelfAttention
+
+PATCH_NUMS_10 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def draw_both(logits_BlV: torch.Tensor, top_k: int, top_p: float, seed: int):
+    fast_rng, slow_rng = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    untouched = logits_BlV.clone()
+    fast = sample_ids_top_k_top_p(logits_BlV, top_k, top_p, rng=fast_rng)
+    assert torch.equal(logits_BlV, untouched), "the fast sampler must not filter its input in place"
+    slow = sample_with_top_k_top_p_(logits_BlV.clone(), top_k, top_p, rng=slow_rng, num_samples=1)[:, :, 0]
+    return fast, slow, torch.rand(8, generator=fast_rng), torch.rand(8, generator=slow_rng)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(900, 0.96), (900, 0.0), (50, 0.5), (4095, 0.9), (0, 0.96), (0, 0.0)])
+def test_partial_top_k_top_p_draws_the_same_ids_and_randomness(top_k, top_p):
+    # peaked logits (scale 4) so that top-p actually removes tokens among the top k
+    logits_BlV = torch.randn(3, 64, 4096, generator=torch.Generator().manual_seed(top_k)) * 4
+    fast, slow, fast_after, slow_after = draw_both(logits_BlV, top_k, top_p, seed=7)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast_after, slow_after), "a different amount of randomness was consumed"
+    if top_p:  # the case is informative: top-p removed something within the top k
+        probs = logits_BlV.softmax(-1).sort(-1, descending=True).values.cumsum(-1)
+        assert (probs[..., : (top_k or 4096) - 1] > top_p).any()
+
+
+def test_ties_with_the_kth_logit_are_kept_like_the_release():
+    logits_BlV = torch.randn(2, 16, 64, generator=torch.Generator().manual_seed(3))
+    logits_BlV[0, 0, :10] = 5.0  # ten equal maxima, top-k 4: the release keeps all ten
+    fast, slow, fast_after, slow_after = draw_both(logits_BlV, top_k=4, top_p=0.0, seed=1)
+    assert torch.equal(fast, slow) and torch.equal(fast_after, slow_after)
+
+
+def test_block_causal_mask_covers_every_query_once_with_the_release_mask():
+    scale_of_token = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(PATCH_NUMS_10)])
+    L = scale_of_token.numel()
+    dense = torch.where(scale_of_token[:, None] >= scale_of_token[None, :], 0.0, -torch.inf).view(1, 1, L, L)
+    for min_tokens in (1, 64, 10_000):
+        chunks = BlockCausalMask([pn * pn for pn in PATCH_NUMS_10], dense, min_tokens).chunks
+        assert [b for b, _, _ in chunks] == [0] + [e for _, e, _ in chunks[:-1]] and chunks[-1][1] == L
+        for begin, end, mask in chunks:
+            # an unmasked block may only be used where every key up to `end` is visible to every query
+            expected = dense[:, :, begin:end, :end]
+            assert torch.equal(mask if mask is not None else torch.zeros_like(expected), expected)
+            assert (dense[:, :, begin:end, end:] == -torch.inf).all()
+    assert len(BlockCausalMask([pn * pn for pn in PATCH_NUMS_10], dense, 64).chunks) == 5
+
+
+def test_block_causal_attention_gradients_equal_the_dense_ones():
+    torch.manual_seed(0)
+    patch_nums = (1, 2, 3, 4, 6)
+    scale_of_token = torch.cat([torch.full((pn * pn,), i) for i, pn in enumerate(patch_nums)])
+    L = scale_of_token.numel()
+    dense = torch.where(scale_of_token[:, None] >= scale_of_token[None, :], 0.0, -torch.inf).view(1, 1, L, L)
+    attn = SelfAttention(32, 4, attn_l2_norm=True)
+    with torch.no_grad():
+        attn.q_bias.normal_()
+    x = torch.randn(2, L, 32, requires_grad=True)
+    results = []
+    for bias in (dense, BlockCausalMask([pn * pn for pn in patch_nums], dense, min_tokens=9)):
+        x.grad = None
+        attn.zero_grad()
+        out = attn(x, bias)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad.clone(), attn.mat_qkv.weight.grad.clone()))
+    for dense_t, block_t in zip(*results):
+        torch.testing.assert_close(block_t, dense_t, atol=1e-5, rtol=1e-5)
+
+
+def test_preallocated_kv_cache_keeps_one_buffer_and_refuses_overflow():
+    attn = SelfAttention(16, 2).eval()
+    attn.kv_caching(True, max_len=5)
+    with torch.no_grad():
+        attn(torch.randn(2, 1, 16), None)
+        first = attn.cached_k_BHLc.data_ptr()
+        attn(torch.randn(2, 4, 16), None)
+        assert attn.cached_k_BHLc.data_ptr() == first and attn.cached_len == 5
+        with pytest.raises(ValueError, match="KV cache of length 5"):
+            attn(torch.randn(2, 1, 16), None)
+    attn.kv_caching(False)
+    assert attn.cached_k_BHLc is None and attn.cached_len == 0
