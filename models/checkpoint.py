@@ -8,6 +8,7 @@ names the file and the command to fetch it on a machine with network.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -44,9 +45,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many kinds (KeyError, EOFError, ...)
+        # torch's own text runs over many lines; the one fact a user needs is what was refused
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))  # torch names the class or callable it refused
+        why = (f"it holds a pickled Python object ({refused.group(1)}), which is never unpickled here" if refused
+               else (str(exc).strip().splitlines() or [type(exc).__name__])[0])
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated, or not a state dict saved with torch.save;"
-            f" only tensors and plain containers are accepted): {exc}"
+            f"{path} is not a readable PyTorch checkpoint ({why}); expected a state dict of tensors saved with "
+            "torch.save, or a .safetensors file"
         ) from exc
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # our training checkpoints nest the model under "model"

@@ -97,11 +97,22 @@ def strictly_decreasing(values) -> bool:
     return bool(np.all(np.diff(np.asarray(values, float)) < 0))
 
 
+def _finite_or_none(value):
+    """fits.json writes a missing interval end as the string 'nan' (or inf for an unbounded one); the summary keeps
+    numbers only, and None where the fit reports no bound."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
 def fit_entry(fit: dict) -> dict:
     exponent = "alpha"
+    interval = [_finite_or_none(fit["ci_low"].get(exponent)), _finite_or_none(fit["ci_high"].get(exponent))]
     return {"form": fit["form"], "target": fit["metric"], "against": fit["x"],
             "exponent": fit["params"].get(exponent),
-            "interval": [fit["ci_low"].get(exponent), fit["ci_high"].get(exponent)], "ci_level": fit["ci_level"],
+            "interval": interval, "ci_level": fit["ci_level"], "flags": fit.get("flags", []),
             "params": fit["params"], "r": fit["r"], "n_points": fit["n_points"],
             "holdout_max_abs_rel_error": fit.get("holdout", {}).get("max_abs_rel_error")}
 
@@ -170,8 +181,11 @@ def print_summary(summary: dict) -> None:
         r = f"r = {fit['r']:.4f}" if fit["r"] is not None else "r = n/a"
         hold = fit["holdout_max_abs_rel_error"]
         hold_text = f"{100 * hold:.2f}%" if hold is not None else "n/a"
+        low, high = fit["interval"]
+        interval = ("[" + ", ".join("unbounded" if end is None else f"{end:+.4f}" for end in (low, high)) + "]"
+                    if (low, high) != (None, None) else "(no interval)")
         print(f"fit {fit['target']:<9} vs {fit['against']} {fit['form']:<10} exponent {fit['exponent']:+.4f} "
-              f"[{fit['interval'][0]:+.4f}, {fit['interval'][1]:+.4f}]  {r}  hold-out largest error {hold_text}")
+              f"{interval}  {r}  hold-out largest error {hold_text}")
     tok = summary["tokenizer"]
     print(f"tokenizer: PSNR {tok['psnr_db']:.2f} dB, codebook use per scale "
           + " / ".join(f"{100 * u:.0f}%" for u in tok["codebook_use_per_scale"]))
