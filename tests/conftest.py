@@ -63,3 +63,11 @@ def _torch_determinism():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A real tiny tokenizer file (random weights, saved as `varscale tokenizer train` saves one), one per module."""
+    from harness_helpers import make_tokenizer
+
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.safetensors")

@@ -23,11 +23,6 @@ from harness.tokenizer.storage import load_tokenizer
 from harness.training.loop import train_run
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.safetensors")
-
-
 def test_token_cache_round_trip(tmp_path, tokenizer):
     torch.set_num_threads(1)
     vae, ref = load_tokenizer(TokenizerRef(path=str(tokenizer)))

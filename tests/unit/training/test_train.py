@@ -12,7 +12,6 @@ import torch
 from harness_helpers import (
     VARSCALE,
     learning_fields,
-    make_tokenizer,
     records,
     subprocess_env,
     tiny_run_config,
@@ -25,11 +24,6 @@ from harness.training.step import NonFiniteLossError
 
 CONTRACT_FIELDS = ("split", "step", "images_seen", "tokens_seen", "train_flops", "wall_time_s", "throughput_img_s",
                    "mfu", "loss_mean", "loss_last", "err_mean", "err_last", "loss_per_scale", "err_per_scale")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.safetensors")
 
 
 def test_short_run_loss_falls_and_writes_per_scale_metrics(tmp_path, tokenizer):

@@ -13,7 +13,6 @@ import pytest
 import torch
 from harness_helpers import (
     VARSCALE,
-    make_tokenizer,
     run_cli,
     subprocess_env,
     tiny_run_config,
@@ -21,11 +20,6 @@ from harness_helpers import (
 )
 
 from harness.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.safetensors")
 
 
 def _status(run_dir):
