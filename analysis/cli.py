@@ -69,6 +69,18 @@ def usage_error(command: str, exc: Exception) -> int:
     return 2
 
 
+def figure_formats(text: str) -> tuple[str, ...]:
+    """The --formats list, checked before any fit: a bad one is known now, not after the figures are drawn."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats, known = _split(text), FigureCanvasBase.get_supported_filetypes()
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise OptionError(f"--formats {text!r}: {', '.join(unknown) or 'nothing'} is not a figure format; choose "
+                          f"from {', '.join(sorted(known))} (default png,pdf)")
+    return formats
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -120,7 +132,7 @@ def _run(args: argparse.Namespace, figures: bool) -> int:
 
             paper_laws = None if args.paper_laws == "none" else args.paper_laws
             result = run_all(args.source, args.out, options, samples=args.samples, paper_laws=paper_laws,
-                             resolution=args.resolution, formats=_split(args.formats), require_fits=True)
+                             resolution=args.resolution, formats=figure_formats(args.formats), require_fits=True)
         else:
             from analysis.pipeline import run_fits
 

@@ -152,10 +152,14 @@ def _cmd_assets_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_assets_list(args: argparse.Namespace) -> int:
+    from harness.cli.main import UsageError
     from harness.evaluation import assets
 
     root = assets.cache_dir(args.cache_dir)
-    rows = assets.status(root, verify=args.verify)
+    try:
+        rows = assets.status(root, verify=args.verify)
+    except assets.AssetError as exc:  # a damaged manifest: the user's input, named with its fix
+        raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps({"cache_dir": str(root), "assets": rows}, indent=2))
         return 0

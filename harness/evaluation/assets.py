@@ -84,7 +84,16 @@ def manifest_path(root: Path) -> Path:
 
 def read_manifest(root: Path) -> dict:
     path = manifest_path(root)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AssetError(f"{path} is not readable JSON ({exc}); it only records what was downloaded: delete it "
+                         "and run `varscale assets fetch` again") from None
+    if not isinstance(manifest, dict):
+        raise AssetError(f"{path} must hold a JSON object; delete it and run `varscale assets fetch` again")
+    return manifest
 
 
 def _record(root: Path, asset: Asset, path: Path, sha256: str) -> None:

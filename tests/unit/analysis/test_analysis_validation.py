@@ -117,3 +117,11 @@ def test_figures_of_a_one_size_table_fail_and_keep_the_good_files(good, capsys):
     assert err.count("\n") == 1 and "no law could be fitted" in err
     assert digest(out) == before
     assert not list(out.glob(".staging-*"))  # the staged set was removed
+
+
+def test_unknown_figure_format_is_one_line_before_any_fit(good, capsys):
+    _, path, out, before = good
+    assert main(["figures", str(path), "-o", str(out), *FAST, "--formats", "png,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--formats 'png,bogus': bogus is not a figure format" in err
+    assert digest(out) == before

@@ -83,3 +83,10 @@ def test_registry_points_where_the_loaders_look():
     assert assets.ASSETS["inception"].subdir == "inception"    # find_weights: <cache>/inception/<file>
     assert assets.ASSETS["inception-cleanfid"].subdir == "cleanfid"
     assert assets.ASSETS["inception-cleanfid"].filename == cleanfid_backend.WEIGHTS_FILENAME
+
+
+def test_damaged_manifest_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "assets.json").write_text("{truncated")
+    assert main(["assets", "list", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'assets.json'} is not readable JSON" in err
