@@ -66,11 +66,12 @@ def evaluate_sizes(table, out: Path, size, seed: int, tokenizer_path: Path, toke
                 "reference": f"synthetic val 0..{n_ref - 1} through the tokenizer (encode, decode, 8-bit)",
                 "samples_per_class": size.quality_per_class, "sampling": SAMPLING, "sampling_seed": 1000 + seed,
                 "precision_recall_k": 3, "fd_method": "sqrtm"}
-    sizes = [score_run(Path(row["run_dir"]), row, net, ref_features, protocol) for row in final_runs(table)]
+    runs = final_runs(table)
+    sizes = [score_run(Path(row["run_dir"]), row, net, ref_features, protocol) for row in runs]
     for row in sizes:
         print(f"  {row['name']:<14} {METRIC_NAME} {row['fd']:8.3f}   precision {row['precision']:.3f}   recall "
               f"{row['recall']:.3f}   class accuracy {row['class_accuracy']:.3f}", flush=True)
-    largest = Path(final_runs(table)[-1]["run_dir"])
+    largest = Path(runs[-1]["run_dir"])
     return {"metric": METRIC_NAME, "protocol": protocol, "sizes": sizes, "largest_run": str(largest),
             "inception": inception_fid(largest, Path(sizes[-1]["samples"]), out, n_ref, inception_weights),
             "samples": {row["name"]: row["samples"] for row in sizes}}

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from models.files import LockedError
+from models.files import LockedError, save_json, utc_now_iso
 
 # errno -> what it means for the path and what to do
 OS_ADVICE = {
@@ -70,8 +70,6 @@ def record_failure(args: Any, line: str) -> None:
         return
     if not isinstance(status, dict) or status.get("state") == "finished":
         return
-    from models.files import save_json, utc_now_iso
-
     status.update(state="failed", error=line, updated=utc_now_iso())
     try:
         save_json(status_path, status)
