@@ -95,7 +95,7 @@ def bench_cached_eval(n_samples: int, n_ref: int, device: str,
         weights_sha = sha256_file(weights)
         for name, feats in (("ref.npz", ref_feats), ("samples.npz", sample_feats)):
             save_features(tmp / "cache", cache_key(sha256_file(tmp / name), weights_sha, "float32"), feats, {})
-        configs = [("no intervals (KID included)", {"bootstrap_rounds": 0, "fid_bootstrap_rounds": 0})]
+        configs = [("no intervals (KID included)", {"bootstrap_rounds": 0, "fid_interval": "none"})]
         if with_intervals:
             configs.append(("defaults (200-round intervals for IS, P, R; no FID interval; KID)", {}))
         for label, extra in configs:

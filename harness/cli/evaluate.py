@@ -42,9 +42,12 @@ def _register_eval(subparsers) -> None:
                    help="same as --pr-distances adm-float16")
     p.add_argument("--bootstrap-rounds", type=int, default=200,
                    help="rounds of the bootstrap interval of IS, precision and recall (0: no interval)")
-    p.add_argument("--fid-bootstrap-rounds", type=int, default=0,
-                   help="rounds of the bootstrap interval of FID and sFID (default 0: none, warned; each round "
-                        "takes seconds per metric at 10k x 2048 on a CPU, so 20+ rounds are minutes there)")
+    p.add_argument("--fid-interval", choices=("delta", "bootstrap", "none"), default="delta",
+                   help="95%% interval of FID and sFID: delta (default; normal interval with the standard error of "
+                        "the influence function over samples, seconds), bootstrap (--fid-bootstrap-rounds rounds, "
+                        "seconds per round at 10k x 2048 on a CPU) or none")
+    p.add_argument("--fid-bootstrap-rounds", type=int, default=50,
+                   help="rounds of the FID/sFID bootstrap when --fid-interval bootstrap (default 50)")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets of 1000 (0: no KID)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result file")
@@ -82,11 +85,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for name in ("bootstrap_rounds", "fid_bootstrap_rounds", "kid_subsets"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(args, name)}")
+    if args.fid_interval == "bootstrap" and args.fid_bootstrap_rounds < 2:
+        raise UsageError(f"--fid-bootstrap-rounds must be 2 or more with --fid-interval bootstrap, "
+                         f"got {args.fid_bootstrap_rounds}")
     cfg = EvalConfig(samples=args.samples, ref=args.ref, out=args.out, overwrite=args.overwrite,
                      inception_weights=args.inception_weights, device=args.device, dtype=args.inception_dtype,
                      batch_size=args.batch_size, is_split_rule=args.is_split_rule, is_split_size=args.is_split_size,
                      is_splits=args.is_splits, pr_distances=args.pr_distances, fid_method=args.fid_method,
-                     bootstrap_rounds=args.bootstrap_rounds, fid_bootstrap_rounds=args.fid_bootstrap_rounds,
+                     bootstrap_rounds=args.bootstrap_rounds, fid_interval=args.fid_interval,
+                     fid_bootstrap_rounds=args.fid_bootstrap_rounds,
                      bootstrap_seed=args.bootstrap_seed, kid_subsets=args.kid_subsets,
                      expected_samples=args.expected_samples, resolution=args.resolution, cache_dir=args.cache_dir,
                      no_cache=args.no_cache, cache_samples=args.cache_samples, cleanfid_modes=modes,

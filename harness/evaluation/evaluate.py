@@ -54,7 +54,8 @@ class EvalConfig:
     pr_distances: str = "adm-float16"       # adm-float16 (ADM exact) | float32 | float64
     fid_method: str = DEFAULT_FID_METHOD    # auto (gram or eigh) | eigh | sqrtm (ADM's code) | eigvals | gram
     bootstrap_rounds: int = 200             # IS, precision, recall intervals (0: none)
-    fid_bootstrap_rounds: int = 0           # FID, sFID intervals: opt-in (seconds per round and metric on a CPU)
+    fid_interval: str = "delta"             # FID, sFID intervals: delta (influence function) | bootstrap | none
+    fid_bootstrap_rounds: int = 50          # rounds when fid_interval is bootstrap (seconds per round on a CPU)
     bootstrap_seed: int = 0
     kid_subsets: int = 100                  # 0: no KID
     expected_samples: int = PROTOCOL_SAMPLES
@@ -204,10 +205,10 @@ def evaluate(cfg: EvalConfig, out_path: Path | None = None) -> dict:
                                                 extractor.device, kid_seed=cfg.kid_seed, fid_method=cfg.fid_method,
                                                 against=cfg.cleanfid_against)
     finite_or_error(metrics, str(samples_path))
-    if ref is not None and cfg.fid_bootstrap_rounds <= 1:
-        warnings.append("FID/sFID carry no interval: pass --fid-bootstrap-rounds R (R >= 20 for a rough 95 % "
-                        "interval; each round recomputes a covariance and its spectrum, seconds per round and metric "
-                        "at 10k x 2048 on a CPU)")
+    if ref is not None and "fid" in metrics and "fid" not in interval:
+        why = ("--fid-interval none" if cfg.fid_interval == "none" else
+               "it needs the samples' features and more samples than feature dimensions")
+        warnings.append(f"FID/sFID carry no interval ({why})")
 
     return {
         "metrics": metrics,
@@ -279,5 +280,5 @@ def summary_line(metrics: dict, samples: ImageSource, ref: ImageSource | None, i
     if "kid" in metrics:
         parts.append(f"KID {metrics['kid']:.5f}±{metrics['kid_std']:.5f}")
     against = f" vs {ref.path.name}" if ref is not None else ""
-    note = " ([..]: 95% bootstrap interval)" if interval else ""
+    note = " ([..]: 95% interval)" if interval else ""
     return " | ".join(parts) + f" | N={samples.num_images} {samples.path.name}{against}{note}"

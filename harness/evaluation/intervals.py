@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.evaluation.inception_score import softmax, split_bounds, split_scores
+from harness.evaluation.inception_score import softmax, split_bounds
 
 LEVEL = 0.95
 
@@ -44,9 +44,20 @@ def draws(n: int, rounds: int, seed: int):
 
 
 def is_interval(logits_NK, rounds: int, seed: int, split_rule: str, split_size: int, num_splits: int) -> dict:
+    """A split's score exp(mean_i sum_k p_ik (log p_ik - log p_k)) with p_k the split's marginal equals
+    exp(mean_i h_i - sum_k p_k log p_k), h_i = sum_k p_ik log p_ik: the logarithms of the N x K matrix are taken
+    once, and a round only averages the drawn rows (hundreds of times cheaper than recomputing every split)."""
     probs = softmax(logits_NK)
     bounds = split_bounds(len(probs), split_rule, split_size, num_splits)
-    values = [np.mean(split_scores(probs[rows], bounds)) for rows in draws(len(probs), rounds, seed)]
+    row_terms = (probs * np.log(probs + 1e-30)).sum(axis=1)
+    values = []
+    for rows in draws(len(probs), rounds, seed):
+        scores = []
+        for start, end in bounds:
+            part = rows[start:end]
+            marginal = probs[part].mean(axis=0)
+            scores.append(np.exp(row_terms[part].mean() - marginal @ np.log(marginal + 1e-30)))
+        values.append(np.mean(scores))
     return summarise(values, rounds, seed, "same split rule on the drawn rows")
 
 
@@ -73,7 +84,7 @@ def _factor(sigma: np.ndarray) -> np.ndarray:
         return v * np.sqrt(np.clip(w, 0, None))
 
 
-def fid_interval(features_ND, ref_mu, ref_sigma, rounds: int, seed: int) -> dict:
+def fid_bootstrap_interval(features_ND, ref_mu, ref_sigma, rounds: int, seed: int) -> dict:
     import torch
 
     x = torch.from_numpy(np.asarray(features_ND, np.float64))
@@ -96,25 +107,73 @@ def fid_interval(features_ND, ref_mu, ref_sigma, rounds: int, seed: int) -> dict
     return summarise(values, rounds, seed, "reference statistics held fixed")
 
 
+def fid_delta_interval(features_ND, ref_mu, ref_sigma) -> dict:
+    """Normal interval FID +- z * se, with se from FID's influence function over samples (the delta method, i.e.
+    the infinitesimal jackknife: the limit of the bootstrap's standard deviation), reference statistics fixed.
+
+    With S1 = B B^T (reference) and M = B^T S2 B = V diag(w) V^T (so tr sqrt(S1 S2) = sum sqrt(w)), the derivative
+    of FID along dmu, dS2 is 2 (mu2 - mu1).dmu + tr dS2 - tr(M^-1/2 B^T dS2 B); one sample x moves mu2 by
+    (x - mu2) and S2 by (x - mu2)(x - mu2)^T - S2, so its influence is
+    2 (mu2 - mu1).c + |c|^2 - |w^-1/4 * (c B V)|^2 (+ a constant), c = x - mu2. se^2 = var(influence) / n.
+    Cost: one covariance, one d x d eigenproblem, one n x d x d product (seconds at 10k x 2048 on a CPU, where
+    the bootstrap needs that per round). Needs more samples than dimensions (else S2 is singular)."""
+    from scipy.stats import norm
+
+    x = np.asarray(features_ND, np.float64)
+    n, d = x.shape
+    if n <= d:
+        raise ValueError(f"FID delta-method interval: needs more samples than feature dimensions, got {n} <= {d}")
+    ref_mu = np.asarray(ref_mu, np.float64)
+    ref_sigma = np.asarray(ref_sigma, np.float64)
+    mu = x.mean(0)
+    centred = x - mu
+    sigma = centred.T @ centred / (n - 1)
+    b = _factor(ref_sigma)
+    w, v = np.linalg.eigh(b.T @ sigma @ b)
+    w = np.clip(w, 0, None)
+    value = float((mu - ref_mu) @ (mu - ref_mu) + np.trace(sigma) + np.trace(ref_sigma) - 2 * np.sqrt(w).sum())
+    # A zero eigenvalue has no derivative; its direction carries no sample variance either, so it gets weight 0.
+    weight = np.where(w > w.max() * 1e-12, w, np.inf) ** -0.25
+    rotated = centred @ (b @ v) * weight
+    influence = 2 * centred @ (mu - ref_mu) + (centred ** 2).sum(1) - (rotated ** 2).sum(1)
+    se = float(influence.std(ddof=1) / np.sqrt(n))
+    z = float(norm.ppf(0.5 + LEVEL / 2))
+    return {"value": value, "low": max(value - z * se, 0.0), "high": value + z * se, "std": se, "level": LEVEL,
+            "method": "normal interval, standard error from the influence function over samples (delta method); "
+                      "reference statistics held fixed"}
+
+
 def kid(sample_features, ref_features, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
     """KID mean and std over subsets; the subsets are those clean-fid's ``kernel_distance`` draws after
-    ``np.random.seed(seed)`` (the reference's rows first, then the samples', per subset)."""
+    ``np.random.seed(seed)`` (the reference's rows first, then the samples', per subset).
+
+    The inner products are taken in the features' own precision (float32 for Inception features, as clean-fid
+    does: float32 matrix products are about twice as fast as float64 here); the cube and the sums run in float64,
+    where clean-fid stays in float32."""
     import torch
 
-    samples = torch.from_numpy(np.asarray(sample_features, np.float64))
-    refs = torch.from_numpy(np.asarray(ref_features, np.float64))
+    both_float32 = all(np.asarray(f).dtype == np.float32 for f in (sample_features, ref_features))
+    dtype = torch.float32 if both_float32 else torch.float64
+    samples = torch.from_numpy(np.asarray(sample_features)).to(dtype)
+    refs = torch.from_numpy(np.asarray(ref_features)).to(dtype)
     d = samples.shape[1]
     m = min(len(samples), len(refs), subset_size)
     if m < 2:
         raise ValueError(f"KID needs at least 2 images on each side, got {len(samples)} and {len(refs)}")
+
+    def kernel(a, b):
+        return ((a @ b.T).double() / d + 1) ** 3
+
     rng = np.random.RandomState(seed)
     values = []
     for _ in range(subsets):
         x = refs[torch.from_numpy(rng.choice(len(refs), m, replace=False))]
         y = samples[torch.from_numpy(rng.choice(len(samples), m, replace=False))]
-        k_xx, k_yy, k_xy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
         within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
         values.append(float(within - 2 * k_xy.mean()))
+    precision = "float32" if dtype == torch.float32 else "float64"
     return {"kid": float(np.mean(values)), "kid_std": float(np.std(values)),
             "method": f"cubic polynomial kernel MMD^2 (unbiased), {subsets} subsets of {m} rows per side, "
-                      f"np.random.RandomState({seed}) draws as clean-fid's kernel_distance; std over subsets"}
+                      f"np.random.RandomState({seed}) draws as clean-fid's kernel_distance; std over subsets; "
+                      f"inner products in {precision}, kernel sums in float64"}

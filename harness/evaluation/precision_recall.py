@@ -34,6 +34,7 @@ DISTANCE_MODES = ("adm-float16", "float32", "float64")
 # wide sample balls cover every reference thousands of times.
 MAX_COVERERS = 64
 PAIR_ROWS = 1000
+FLOAT16_MAX = 65504.0
 
 
 @dataclass
@@ -79,12 +80,20 @@ class _DistanceBlock:
         v, nv, v32, nv32 = cols
         if self.mode != "adm-float16":
             return (nu[:, None] - 2.0 * (u @ v.T) + nv[None, :]).clamp_(min=0)
-        product = _to_half_values(u @ v.T)
-        d = _to_half_values(_to_half_values(nu[:, None] - 2.0 * product) + nv[None, :]).clamp_(min=0)
-        if bool(torch.isfinite(d).all()):
+        # Half tensors: each in-place op computes in float32 and rounds its result to float16, which is ADM's
+        # op-by-op float16 arithmetic (-2p + nu is nu - 2p exactly), at half the memory traffic of float32 copies.
+        d = (u @ v.T).half().mul_(-2).add_(nu.half()[:, None]).add_(nv.half()[None, :]).clamp_(min=0)
+        if _cannot_overflow(nu, nv) or bool(torch.isfinite(d).all()):
             return d
         self.fallbacks += 1   # as ADM: the whole block again in float32
         return (nu32[:, None] - 2.0 * (u32 @ v32.T) + nv32[None, :]).clamp_(min=0)
+
+
+def _cannot_overflow(nu, nv) -> bool:
+    """|u.v| <= |u| |v| bounds every intermediate of the float16 formula; 1% margin for the rounded norms.
+    When it holds, the pass that looks for an infinity is skipped."""
+    nu_max, nv_max = float(nu.max()), float(nv.max())
+    return (nu_max + nv_max + 2 * (nu_max * nv_max) ** 0.5) * 1.01 < FLOAT16_MAX
 
 
 def _first_coverers(hits, recorded, row_offset: int):

@@ -12,25 +12,35 @@ from harness.evaluation.precision_recall import precision_recall_full
 from harness.sampling.npz import ImageSource
 
 
-def _pair(source: ImageSource, features, mu_key: str, sigma_key: str, which: str):
-    """(raw features or None, mu, sigma) of one side: the file's stored statistics win, as in ADM."""
-    if mu_key in source.stats:
-        return None, source.stats[mu_key], source.stats[sigma_key]
-    raw = getattr(features, which)
-    return (raw, *fid.feature_statistics(raw))
+def _raw(source: ImageSource, features, mu_key: str, which: str):
+    """The side's raw features, or None when the file stores its statistics: those win, as in ADM."""
+    return None if mu_key in source.stats else getattr(features, which)
+
+
+def _statistics(source: ImageSource, raw, mu_key: str, sigma_key: str):
+    return (source.stats[mu_key], source.stats[sigma_key]) if raw is None else fid.feature_statistics(raw)
 
 
 def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, which, metrics, intervals_out):
-    s_raw, s_mu, s_sigma = _pair(samples, sample_feats, mu_key, sigma_key, which)
-    r_raw, r_mu, r_sigma = _pair(ref, ref_feats, mu_key, sigma_key, which)
+    s_raw = _raw(samples, sample_feats, mu_key, which)
+    r_raw = _raw(ref, ref_feats, mu_key, which)
+    r_mu, r_sigma = _statistics(ref, r_raw, mu_key, sigma_key)
     method = fid.resolve_method(cfg.fid_method, s_raw, r_raw)
     if method == "gram" and s_raw is None and r_raw is None:
         method = "eigh"   # gram needs raw features of one side
     name = "fid" if mu_key == "mu" else "sfid"
-    metrics[name] = fid.frechet_distance(s_mu, s_sigma, r_mu, r_sigma, method, s_raw, r_raw)
-    if cfg.fid_bootstrap_rounds > 1 and s_raw is not None:
-        intervals_out[name] = intervals.fid_interval(s_raw, r_mu, r_sigma, cfg.fid_bootstrap_rounds,
-                                                     cfg.bootstrap_seed)
+    delta = None
+    if s_raw is not None and cfg.fid_interval == "delta" and len(s_raw) > np.shape(s_raw)[1]:
+        delta = intervals.fid_delta_interval(s_raw, r_mu, r_sigma)
+        intervals_out[name] = {k: v for k, v in delta.items() if k != "value"}
+    if delta is not None and method == "eigh":
+        metrics[name] = delta["value"]   # the eigh route on the samples' own statistics, already done there
+    else:
+        s_mu, s_sigma = _statistics(samples, s_raw, mu_key, sigma_key)
+        metrics[name] = fid.frechet_distance(s_mu, s_sigma, r_mu, r_sigma, method, s_raw, r_raw)
+    if s_raw is not None and cfg.fid_interval == "bootstrap":
+        intervals_out[name] = intervals.fid_bootstrap_interval(s_raw, r_mu, r_sigma, cfg.fid_bootstrap_rounds,
+                                                               cfg.bootstrap_seed)
     return method
 
 

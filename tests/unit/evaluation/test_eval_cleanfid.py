@@ -127,7 +127,7 @@ def test_cleanfid_backend_on_its_own_weights_format(weights, cleanfid_dir, tmp_p
     np.random.set_state(state)
     # through varscale eval (--cleanfid clean): the second opinion sits next to the ADM metrics in the result
     result = evaluate(EvalConfig(samples=str(tmp_path / "s.npz"), ref=str(tmp_path / "r.npz"), device="cpu",
-                                 inception_weights=str(weights), no_cache=True, fid_bootstrap_rounds=0,
+                                 inception_weights=str(weights), no_cache=True, fid_interval="none",
                                  cleanfid_modes=("clean",), cleanfid_weights_dir=str(cleanfid_dir), kid_seed=3))
     assert np.random.get_state()[1].tolist() == state[1].tolist()      # global RNG left as it was
     clean = result["cleanfid"]["clean"]

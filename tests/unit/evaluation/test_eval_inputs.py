@@ -48,7 +48,7 @@ def data(tmp_path_factory, weights, shared_cache):
 
 def _run(weights, samples, ref, out, cache, *extra):
     return main(["eval", str(samples), *(["--ref", str(ref)] if ref else []), "--out", str(out),
-                 "--inception-weights", str(weights), "--device", "cpu", "--fid-bootstrap-rounds", "0",
+                 "--inception-weights", str(weights), "--device", "cpu", "--fid-interval", "none",
                  "--bootstrap-rounds", "20", "--cache-dir", str(cache), "--cache-samples", *extra])
 
 
@@ -87,7 +87,7 @@ def test_every_trace_method_end_to_end_on_stored_statistics(weights, shared_cach
     result = evaluate(EvalConfig(samples=str(tmp_path / "s.npz"), ref=str(tmp_path / "r.npz"), device="cpu",
                                  inception_weights=str(weights), fid_method=method, cache_dir=str(shared_cache),
                                  cache_samples=True, expected_samples=2,
-                                 fid_bootstrap_rounds=0, bootstrap_rounds=0, kid_subsets=0))
+                                 fid_interval="none", bootstrap_rounds=0, kid_subsets=0))
     assert result["protocol"]["fid_trace_sqrt"] == ("eigh" if method == "auto" else method)
     assert result["metrics"]["fid"] == pytest.approx(expected, rel=1e-9)
     assert any("carries its own mu/sigma" in w for w in result["warnings"])

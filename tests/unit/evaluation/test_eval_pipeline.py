@@ -59,7 +59,7 @@ def features(extractor, batches, weights, shared_cache):
 
 def _cfg(weights, samples, ref, cache, **kw):
     """``cache``: a folder for the feature cache (a shared one saves Inception passes between tests)."""
-    kw = {"fid_method": "gram", "fid_bootstrap_rounds": 0, "bootstrap_rounds": 0, "kid_subsets": 5} | kw
+    kw = {"fid_method": "gram", "fid_interval": "none", "bootstrap_rounds": 0, "kid_subsets": 5} | kw
     return EvalConfig(samples=str(samples), ref=str(ref) if ref else None, inception_weights=str(weights),
                       device="cpu", expected_samples=6, cache_dir=str(cache), cache_samples=True, **kw)
 
@@ -191,7 +191,7 @@ def test_eval_on_image_folder_and_run_directory_agree_with_npz(weights, batches,
     from harness.cli.main import main
 
     assert main(["eval", str(run), "--ref", str(root / "ref.npz"), "--inception-weights", str(weights),
-                 "--device", "cpu", "--fid-bootstrap-rounds", "0", "--cache-dir", str(shared_cache),
+                 "--device", "cpu", "--fid-interval", "none", "--cache-dir", str(shared_cache),
                  "--cache-samples"]) == 0
     saved = json.loads((run / "eval" / "s.vs-ref.json").read_text())
     assert saved["metrics"]["fid"] == pytest.approx(base["fid"], rel=1e-9)
@@ -255,7 +255,7 @@ def test_sample_then_eval_the_run_directory(weights, tmp_path):
     ref = _images(4, 3)
     write_npz(tmp_path / "ref.npz", {"arr_0": ref})
     assert main(["eval", str(run), "--ref", str(tmp_path / "ref.npz"), "--inception-weights", str(weights),
-                 "--device", "cpu", "--fid-bootstrap-rounds", "2", "--no-cache"]) == 0
+                 "--device", "cpu", "--fid-interval", "bootstrap", "--fid-bootstrap-rounds", "2", "--no-cache"]) == 0
     (result_path,) = (run / "eval").glob("*.json")
     result = json.loads(result_path.read_text())
     assert result["inputs"]["samples"]["num_images"] == 5
@@ -263,3 +263,32 @@ def test_sample_then_eval_the_run_directory(weights, tmp_path):
     assert result["metrics"]["fid"] > 0 and 0 <= result["metrics"]["precision"] <= 1
     assert result["protocol"]["fid_trace_sqrt"] == "gram"          # auto: 5 images < 2048 dimensions
     assert result["intervals"]["fid"]["low"] <= result["intervals"]["fid"]["high"]
+
+
+def test_fid_and_sfid_carry_a_delta_interval_by_default_when_samples_outnumber_dimensions(tmp_path):
+    """The pipeline's metric stage on features (an Inception pass would need > 2048 images): by default FID and
+    sFID get the delta-method interval of intervals.fid_delta_interval; --fid-interval none gives none."""
+    from types import SimpleNamespace
+
+    from harness.evaluation import fid
+    from harness.evaluation.reference_metrics import reference_metrics
+
+    rng = np.random.default_rng(0)
+    pool, spatial = rng.normal(size=(300, 8)) + 0.2, rng.normal(size=(300, 6))
+    ref_pool, ref_spatial = rng.normal(size=(500, 8)), rng.normal(size=(500, 6))
+    (mu, sigma), (mu_s, sigma_s) = fid.feature_statistics(ref_pool), fid.feature_statistics(ref_spatial)
+    ref = SimpleNamespace(path=tmp_path / "ref.npz", num_images=0,
+                          stats={"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s})
+    samples = SimpleNamespace(path=tmp_path / "s.npz", num_images=300, stats={})
+    feats = SimpleNamespace(pool=pool, spatial=spatial)
+    for choice, expected in (("delta", {"fid", "sfid"}), ("none", set())):
+        cfg = EvalConfig(samples="s.npz") if choice == "delta" else EvalConfig(samples="s.npz", fid_interval=choice)
+        metrics, found, warnings = {}, {}, []
+        reference_metrics(cfg, samples, feats, ref, None, "cpu", metrics, found, warnings)
+        assert set(found) == expected, choice
+    direct = intervals.fid_delta_interval(spatial, mu_s, sigma_s)
+    metrics, found = {}, {}
+    reference_metrics(EvalConfig(samples="s.npz"), samples, feats, ref, None, "cpu", metrics, found, [])
+    assert found["sfid"]["low"] == direct["low"] and found["sfid"]["high"] == direct["high"]
+    assert metrics["sfid"] == pytest.approx(direct["value"], rel=1e-9)
+    assert "delta method" in found["fid"]["method"]
