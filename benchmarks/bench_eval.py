@@ -97,7 +97,7 @@ def bench_cached_eval(n_samples: int, n_ref: int, device: str,
             save_features(tmp / "cache", cache_key(sha256_file(tmp / name), weights_sha, "float32"), feats, {})
         configs = [("no intervals (KID included)", {"bootstrap_rounds": 0, "fid_interval": "none"})]
         if with_intervals:
-            configs.append(("defaults (200-round intervals for IS, P, R; no FID interval; KID)", {}))
+            configs.append(("defaults (delta-method FID/sFID intervals, 200-round bootstrap for IS, P, R, KID)", {}))
         for label, extra in configs:
             cfg = EvalConfig(samples=str(tmp / "samples.npz"), ref=str(tmp / "ref.npz"), device=device,
                              inception_weights=str(weights), cache_dir=str(tmp / "cache"), cache_samples=True,
