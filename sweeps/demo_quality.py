@@ -77,6 +77,13 @@ def evaluate_sizes(table, out: Path, size, seed: int, tokenizer_path: Path, toke
             "samples": {row["name"]: row["samples"] for row in sizes}}
 
 
+def quality_samples_path(run_dir: Path, protocol: dict) -> Path:
+    """Named by everything that decides the samples, so a changed protocol never reuses an older file."""
+    decides = {key: protocol[key] for key in ("samples_per_class", "sampling", "sampling_seed")}
+    digest = hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()[:8]
+    return run_dir / "samples" / f"quality-seed{protocol['sampling_seed']}-{digest}.npz"
+
+
 def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol: dict) -> dict:
     from harness.cli.main import main as varscale
     from harness.evaluation.demo_features import embed_images, uint8_to_model_range
@@ -85,11 +92,11 @@ def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol:
     from models.files import save_json
 
     result_path = run_dir / "quality" / "synthetic-features.json"
+    samples = quality_samples_path(run_dir, protocol)
     if result_path.is_file():
         stored = json.loads(result_path.read_text())
-        if stored.get("protocol") == protocol:
+        if stored.get("protocol") == protocol and stored["result"].get("samples") == str(samples):
             return stored["result"]
-    samples = run_dir / "samples" / f"quality-seed{protocol['sampling_seed']}.npz"
     if not samples.is_file():
         command = sample_command(run_dir, samples, protocol["samples_per_class"], protocol["sampling_seed"])
         if varscale(command) != 0:

@@ -53,3 +53,16 @@ def test_written_spec_gives_every_point_its_planned_steps_lr_and_seed(tmp_path):
         assert math.isclose(point.train["base_lr"], run.base_lr)
         assert point.train["eval_every"] == run.eval_every and point.train["seed"] == 3
     assert yaml.safe_load(path.read_text())["overrides"] == spec_overrides(list(planned.values()))
+
+
+def test_quality_samples_are_named_by_their_protocol(tmp_path):
+    """A rerun with more samples per class (or other sampling settings or seed) must not reuse an older file:
+    the demo once scored 300 stale samples as if they were 2000."""
+    from sweeps.demo_quality import SAMPLING, quality_samples_path
+
+    protocol = {"samples_per_class": 30, "sampling": dict(SAMPLING), "sampling_seed": 1000, "fd_method": "sqrtm"}
+    path = quality_samples_path(tmp_path, protocol)
+    assert path.parent == tmp_path / "samples" and path.suffix == ".npz"
+    assert quality_samples_path(tmp_path, dict(protocol, fd_method="eigh")) == path   # scoring only: same samples
+    for change in ({"samples_per_class": 200}, {"sampling_seed": 1001}, {"sampling": dict(SAMPLING, cfg=2.0)}):
+        assert quality_samples_path(tmp_path, protocol | change) != path, change
