@@ -187,7 +187,8 @@ def evaluate(cfg: EvalConfig, out_path: Path | None = None) -> dict:
     metrics.update(is_mean=is_mean, is_std=is_std, is_splits=is_scores)
     if cfg.bootstrap_rounds > 1:
         interval["is_mean"] = intervals.is_interval(sample_feats.logits, cfg.bootstrap_rounds, cfg.bootstrap_seed,
-                                                    cfg.is_split_rule, cfg.is_split_size, cfg.is_splits)
+                                                    cfg.is_split_rule, cfg.is_split_size, cfg.is_splits,
+                                                    intervals.balanced_strata(samples.labels))
 
     inputs = {"samples": _describe(samples, samples_sha) | {"feature_cache": sample_cache}}
     done: dict = {}

@@ -31,7 +31,7 @@ def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, whic
     name = "fid" if mu_key == "mu" else "sfid"
     delta = None
     if s_raw is not None and cfg.fid_interval == "delta" and len(s_raw) > np.shape(s_raw)[1]:
-        delta = intervals.fid_delta_interval(s_raw, r_mu, r_sigma)
+        delta = intervals.fid_delta_interval(s_raw, r_mu, r_sigma, intervals.balanced_strata(samples.labels))
         intervals_out[name] = {k: v for k, v in delta.items() if k != "value"}
     if delta is not None and method == "eigh":
         metrics[name] = delta["value"]   # the eigh route on the samples' own statistics, already done there
@@ -40,7 +40,8 @@ def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, whic
         metrics[name] = fid.frechet_distance(s_mu, s_sigma, r_mu, r_sigma, method, s_raw, r_raw)
     if s_raw is not None and cfg.fid_interval == "bootstrap":
         intervals_out[name] = intervals.fid_bootstrap_interval(s_raw, r_mu, r_sigma, cfg.fid_bootstrap_rounds,
-                                                               cfg.bootstrap_seed)
+                                                               cfg.bootstrap_seed,
+                                                               intervals.balanced_strata(samples.labels))
     return method
 
 
@@ -69,7 +70,8 @@ def reference_metrics(cfg, samples: ImageSource, sample_feats, ref: ImageSource,
         metrics["precision"], metrics["recall"] = pr.precision, pr.recall
         done["pr_float32_fallback_blocks"] = pr.float32_fallback_blocks
         if cfg.bootstrap_rounds > 1:
-            intervals_out.update(intervals.precision_recall_interval(pr, cfg.bootstrap_rounds, cfg.bootstrap_seed))
+            intervals_out.update(intervals.precision_recall_interval(pr, cfg.bootstrap_rounds, cfg.bootstrap_seed,
+                                                                     intervals.balanced_strata(samples.labels)))
     if cfg.kid_subsets > 0 and min(len(ref_feats), len(sample_feats)) >= 2:
         kid = intervals.kid(sample_feats.pool, ref_feats.pool, cfg.kid_subsets, seed=cfg.kid_seed)
         metrics["kid"], metrics["kid_std"] = kid["kid"], kid["kid_std"]

@@ -162,6 +162,41 @@ def test_inception_score_bootstrap_equals_direct_recomputation(rule):
     assert result["std"] == pytest.approx(np.std(direct, ddof=1), rel=1e-8)
 
 
+def test_stratified_draws_keep_every_position_in_its_class():
+    labels = np.repeat(np.arange(5), 7)[np.random.default_rng(0).permutation(35)]
+    assert intervals.balanced_strata(labels) is labels
+    assert intervals.balanced_strata(labels[:-1]) is None and intervals.balanced_strata(None) is None
+    first, again = list(intervals.draws(35, 3, 4, labels)), list(intervals.draws(35, 3, 4, labels))
+    for rows, same in zip(first, again):
+        assert (labels[rows] == labels).all() and (rows == same).all()
+    assert len({tuple(rows) for rows in first}) == 3 and len(np.unique(np.concatenate(first))) > 20
+
+
+def test_stratified_fid_interval_matches_fresh_class_balanced_draws():
+    """Samples drawn 100 per class from ten well-separated clusters: FID's spread over fresh balanced draws is what
+    the stratified delta method and the stratified bootstrap estimate; resampling all rows overstates it (it adds
+    class-proportion noise that the design does not have)."""
+    rng = np.random.default_rng(5)
+    d, per_class, classes = 6, 100, 10
+    centres = rng.normal(size=(classes, d)) * 3
+    labels = np.repeat(np.arange(classes), per_class)
+
+    def balanced_draw():
+        return centres[labels] + rng.normal(size=(len(labels), d)) * 0.7
+
+    ref_mu, ref_sigma = fid.feature_statistics(centres[rng.integers(0, classes, 20_000)]
+                                               + rng.normal(size=(20_000, d)) + 0.5)   # FID well above 0
+    fresh = [intervals.fid_delta_interval(balanced_draw(), ref_mu, ref_sigma)["value"] for _ in range(200)]
+    x = balanced_draw()
+    stratified = intervals.fid_delta_interval(x, ref_mu, ref_sigma, labels)
+    plain = intervals.fid_delta_interval(x, ref_mu, ref_sigma)
+    booted = intervals.fid_bootstrap_interval(x, ref_mu, ref_sigma, 300, 0, labels)
+    assert stratified["std"] == pytest.approx(np.std(fresh, ddof=1), rel=0.2)
+    assert booted["std"] == pytest.approx(stratified["std"], rel=0.2)
+    assert plain["std"] > 1.5 * stratified["std"]
+    assert "within their class" in stratified["method"] and "within their class" in booted["method"]
+
+
 def test_kid_on_float32_features_equals_the_float64_computation():
     """Inception features are float32: the inner products run in float32 (fast), the sums in float64. Measured
     relative difference ~1e-7; clean-fid, all in float32, is ~2e-5 off on the same features."""

@@ -279,7 +279,7 @@ def test_fid_and_sfid_carry_a_delta_interval_by_default_when_samples_outnumber_d
     (mu, sigma), (mu_s, sigma_s) = fid.feature_statistics(ref_pool), fid.feature_statistics(ref_spatial)
     ref = SimpleNamespace(path=tmp_path / "ref.npz", num_images=0,
                           stats={"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s})
-    samples = SimpleNamespace(path=tmp_path / "s.npz", num_images=300, stats={})
+    samples = SimpleNamespace(path=tmp_path / "s.npz", num_images=300, stats={}, labels=None)
     feats = SimpleNamespace(pool=pool, spatial=spatial)
     for choice, expected in (("delta", {"fid", "sfid"}), ("none", set())):
         cfg = EvalConfig(samples="s.npz") if choice == "delta" else EvalConfig(samples="s.npz", fid_interval=choice)
@@ -291,4 +291,8 @@ def test_fid_and_sfid_carry_a_delta_interval_by_default_when_samples_outnumber_d
     reference_metrics(EvalConfig(samples="s.npz"), samples, feats, ref, None, "cpu", metrics, found, [])
     assert found["sfid"]["low"] == direct["low"] and found["sfid"]["high"] == direct["high"]
     assert metrics["sfid"] == pytest.approx(direct["value"], rel=1e-9)
-    assert "delta method" in found["fid"]["method"]
+    assert "delta method" in found["fid"]["method"] and "within their class" not in found["fid"]["method"]
+    samples.labels = np.repeat(np.arange(3), 100)   # a class-balanced file: resampling within classes
+    found = {}
+    reference_metrics(EvalConfig(samples="s.npz"), samples, feats, ref, None, "cpu", {}, found, [])
+    assert "within their class" in found["fid"]["method"] and "within their class" in found["sfid"]["method"]
