@@ -53,14 +53,6 @@ class LawFit:
     # bootstrap parameter samples (n_boot, len(params)) of this session; not saved to JSON
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
-    def interval(self, level: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Percentile interval at another level from this session's bootstrap samples."""
-        if self.samples is None or len(self.samples) == 0:
-            raise ValueError("no bootstrap samples kept (results loaded from JSON or n_boot=0)")
-        tail = (1 - level) / 2
-        low, high = np.quantile(self.samples, [tail, 1 - tail], axis=0)
-        return dict(zip(self.params, map(float, low))), dict(zip(self.params, map(float, high)))
-
     def predict(self, x_in_unit, d=None) -> np.ndarray:
         x = np.asarray(x_in_unit, dtype=float)
         p = self.params
