@@ -16,7 +16,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="sweep directory, run directory, or collected table (.csv/.parquet)")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: SOURCE/analysis)")
     p.add_argument("--n-boot", type=int, default=1000,
-                   help="bootstrap resamples over runs of the E + A/N^a + B/D^b fit (default 1000)")
+                   help="bootstrap resamples of the laws against C and of the E + A/N^a + B/D^b fit (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--aggregate", choices=("best", "mean", "all"), default="best",

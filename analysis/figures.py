@@ -122,7 +122,7 @@ def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.nda
             # a band wider than the panel (3 points, 1 degree of freedom) is drawn to the panel's edge only
             low, high = np.maximum(low, y.min() / 3), np.minimum(high, y.max() * 3)
             ax.fill_between(x_grid, low, high, color=FORM_STYLE[form]["color"], alpha=0.15, linewidth=0,
-                            label=f"{int(round(fit.ci_level * 100))}% band of the C·{x_name}^α fit")
+                            label=f"{int(round(fit.ci_level * 100))}% band of the power law")
 
 
 def _draw_points(ax, x: np.ndarray, y: np.ndarray, results: FitResults, metric: str) -> None:

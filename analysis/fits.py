@@ -3,13 +3,14 @@
 For each metric (test loss and token error, last scale and all scales):
 - against N: one point per model size, the final validation record of its run (with several runs of one
   size: the best one, their mean, or all of them, `aggregate`);
-- against C: the Pareto-optimal validation records over all runs' training curves (analysis/frontier.py).
+- against C: the frontier of the per-run smoothed training curves on a grid of budgets
+  (analysis/frontier_fit.py); the raw Pareto-optimal records (analysis/frontier.py) are kept for the figure.
 Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the power law plus constant
 (least squares on log L, multi-start) and, where the records vary both N and D, the Chinchilla form
 (analysis/joint.py, Huber on log L as Hoffmann et al.).
-Intervals (analysis/intervals.py): exact t / Fieller intervals for the pure power law against N, profile
-likelihood for the power law plus constant against N, a percentile bootstrap over runs for the Chinchilla form;
-laws against C get none (the frontier's selection of favourable noise defeats every resampling scheme tried).
+Intervals: exact t / Fieller intervals for the pure power law against N, profile likelihood for the power law
+plus constant against N (analysis/intervals.py), a basic residual bootstrap of smoothing, frontier and fit for
+the laws against C (analysis/frontier_fit.py), a parametric bootstrap for the Chinchilla form.
 Every fit carries flags (analysis/flags.py) and a hold-out-largest extrapolation test: refit without the
 largest model size and predict it (for C: predict the frontier beyond the compute the remaining runs reached).
 """
