@@ -95,16 +95,18 @@ def test_chinchilla_interval_is_the_parametric_bootstrap_at_the_stated_level():
     fit = fit_sweep(table, metrics=("loss_last",), against=("N",), forms=("paper",), n_boot=300, seed=5,
                     ci_level=0.95).get("loss_last", "N,D", "chinchilla")
     assert fit.interval_method.startswith("parametric bootstrap percentile") and fit.n_boot == 300
-    # rebuilt from the definition: Huber refits to the fitted law plus normal noise of the residual sd (n - 5 dof)
+    # rebuilt from the definition: Huber refits to the fitted law plus normal noise of the least-squares residual
+    # sd (n - 5 degrees of freedom)
     n, d, y = (np.array(values) for values in (fit.x_values, fit.d_values, fit.y_values))  # in the fit's order
     full = fit_chinchilla(n, d, y)
     log_fitted = np.log(full.predict(n, d))
-    sd = np.sqrt(((np.log(y) - log_fitted) ** 2).sum() / (y.size - 5))
+    model = chinchilla_model(np.log(n / full.scales[0]), np.log(d / full.scales[1]))
+    box = np.array(chinchilla_bounds(y)).T
+    least_squares = huber_lm(model, full.theta[None, :], np.log(y), np.ones((1, y.size)), 1e3, *box)
+    sd = np.sqrt(((np.log(y) - model(least_squares)[0][0]) ** 2).sum() / (y.size - 5))
     rng = fit_rng(5, "loss_last", "N,D", "chinchilla")
     log_y = log_fitted + sd * rng.standard_normal((300, y.size))
-    theta = huber_lm(chinchilla_model(np.log(n / full.scales[0]), np.log(d / full.scales[1])),
-                     np.tile(full.theta, (300, 1)), log_y, np.ones_like(log_y), 1e-3,
-                     *np.array(chinchilla_bounds(y)).T)
+    theta = huber_lm(model, np.tile(full.theta, (300, 1)), log_y, np.ones_like(log_y), 1e-3, *box)
     low, high = np.quantile(theta[:, 4], [0.025, 0.975])
     assert (fit.ci_low["b"], fit.ci_high["b"]) == pytest.approx((low, high), rel=1e-9)
     assert fit.ci_low["b"] <= B_EXP <= fit.ci_high["b"]
