@@ -1,11 +1,19 @@
-"""Coverage of the intervals `varscale fit` reports, on sweeps simulated from known laws (CPU, a few minutes).
+"""Coverage of the intervals `varscale fit` reports, on sweeps simulated from known laws (CPU, ~20 minutes).
 
-Each simulated sweep is one final loss per model size at the VAR paper's depths, drawn from a known law times
-log-normal noise, and goes through `analysis.fits.fit_law`, the very function that fills fits.json. The share
-of sweeps whose reported interval holds the true parameter is printed per interval type; a correct 95% method
-gives 0.95 up to the binomial sd (0.011 at 400 sweeps).
+Every simulated sweep goes through the very function that fills fits.json, and the share of sweeps whose
+reported interval holds the truth is printed per interval type; a correct 95% method gives 0.95 up to the
+binomial sd (0.011 at 400 sweeps).
+- N: one final loss per model size at the VAR paper's depths, from a known law times log-normal noise, through
+  `analysis.fits.fit_law` (exact t / Fieller, profile likelihood);
+- chinchilla: runs of every size at 4 training lengths from E + A/N^a + B/D^b, through `fit_sweep`
+  (parametric bootstrap);
+- C: training curves of every size (records log-spaced over two decades of images seen) from the same law,
+  through `analysis.fits.frontier_law` (smoothed frontier, basic residual bootstrap). The curves have no true
+  power law in C, so the truth is the pseudo-true one: the same law fitted to the noise-free frontier (the
+  lowest noise-free loss reached with at most each budget, from the law itself) on the fit's grid of budgets.
 
-    python benchmarks/bench_coverage.py --datasets 400
+    python benchmarks/bench_coverage.py --datasets 400                      # all parts
+    python benchmarks/bench_coverage.py --datasets 400 --parts C            # one part
 """
 from __future__ import annotations
 
@@ -123,7 +131,7 @@ def _row(form: str, n_sizes: int, rates: dict, unbounded: dict | None, seconds: 
         inside = 0.93 <= rate <= 0.97
         ok &= inside
         share = f"{unbounded[name]:>14.3f}" if unbounded else f"{'':>14}"
-        print(f"{form:<13} {n_sizes:>5} {name:<6} {rate:>8.3f} {'yes' if inside else 'NO':>14} {share} "
+        print(f"{form:<15} {n_sizes:>5} {name:<6} {rate:>8.3f} {'yes' if inside else 'NO':>14} {share} "
               f"{seconds:>6.1f} {extra}", flush=True)
     return ok
 
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", default="20,12", help="records per training curve for the laws against C")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    print(f"{'form':<13} {'sizes':>5} {'param':<6} {'coverage':>8} {'in [0.93,0.97]':>14} {'not identified':>14} "
+    print(f"{'form':<15} {'sizes':>5} {'param':<6} {'coverage':>8} {'in [0.93,0.97]':>14} {'not identified':>14} "
           f"{'s':>6}")
     ok = True
     with threadpool_limits(limits=1):

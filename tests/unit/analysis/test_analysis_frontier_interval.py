@@ -3,6 +3,8 @@
 coverage run. The full coverage study is benchmarks/bench_coverage.py (numbers in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from analysis.batched import chinchilla_model, huber_lm
 from analysis.bootstrap import fit_rng
 from analysis.fits import fit_law, fit_sweep, frontier_law
+from analysis.flags import chinchilla_interval_flags
 from analysis.frontier import pareto_frontier
 from analysis.powerlaw import chinchilla_bounds, fit_chinchilla
 from analysis.synthetic import SyntheticLaw, paper_params, synthetic_sweep_table
@@ -110,3 +113,15 @@ def test_chinchilla_interval_is_the_parametric_bootstrap_at_the_stated_level():
     low, high = np.quantile(theta[:, 4], [0.025, 0.975])
     assert (fit.ci_low["b"], fit.ci_high["b"]) == pytest.approx((low, high), rel=1e-9)
     assert fit.ci_low["b"] <= B_EXP <= fit.ci_high["b"]
+
+
+def test_chinchilla_interval_at_the_search_box_is_flagged_not_identified():
+    y = np.array([2.0, 3.0])
+    box = chinchilla_bounds(y)
+    inside = {"E": 1.0, "A": 10.0, "a": 0.3, "B": 10.0, "b": 0.3}
+    law = SimpleNamespace(ci_low=dict(inside), ci_high={k: 2 * v for k, v in inside.items()})
+    assert chinchilla_interval_flags(law, box) == []
+    law.ci_low["E"], law.ci_high["b"] = np.exp(box[0][0]), box[4][1]  # E down to the floor, b up to 20
+    flags = chinchilla_interval_flags(law, box)
+    assert len(flags) == 2 and flags[0].startswith("E:") and flags[1].startswith("b, B:")
+    assert all("not identified" in flag for flag in flags)
