@@ -33,7 +33,8 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="with --chinchilla-on curves: records from this fraction of each run's steps on")
     p.add_argument("--include-unfinished", action="store_true", help="also fit runs that have not finished")
     p.add_argument("--frontier-min-pflops", type=float, default=0.0,
-                   help="ignore frontier records below this compute in PFLOPs (warm-up transients)")
+                   help="ignore records below this compute in PFLOPs before smoothing and the frontier "
+                        "(warm-up transients)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber loss threshold in log space")
 
 

@@ -93,5 +93,6 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
             note=f"N in parameters, D = {d_column}, {options.chinchilla_on} records of {runs.size} runs",
             samples=samples, interval_method=CHINCHILLA_INTERVAL_METHOD)
         box = chinchilla_bounds(y)
-        law.flags = unique(chinchilla_flags(fit, box) + chinchilla_interval_flags(law, box) + outside_interval_flags(law))
+        law.flags = unique(chinchilla_flags(fit, box) + chinchilla_interval_flags(law, box)
+                           + outside_interval_flags(law))
         results.append(law)

@@ -114,8 +114,8 @@ FIT_METHOD = ("Points against N: the final validation record of each model size;
               "bound is reported as not identified (0 or infinity). Laws against C: basic bootstrap interval "
               "over residuals within runs, re-smoothing, re-taking the frontier and re-fitting each resample. "
               "E + A/N^a + B/D^b: Huber loss on log L, parametric bootstrap (refits to the fitted law plus noise "
-              "of the residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), as in the VAR "
-              "paper. Hold-out: refit without the largest model and predict it.")
+              "of the least-squares residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
+              "as in the VAR paper. Hold-out: refit without the largest model and predict it.")
 
 
 def flag_blocks(analysis: Analysis) -> list:
