@@ -71,15 +71,19 @@ def chinchilla_coverage(n_sizes: int, datasets: int, noise: float, level: float,
                        b_coef=CHINCHILLA["B"], b_exp=CHINCHILLA["b"])
     flat = lambda n, d: 0.5 + 0 * np.asarray(n, float)  # noqa: E731  (metrics not looked at)
     laws = {"loss_last": law, "loss_mean": flat, "err_last": flat, "err_mean": flat}
-    hits, start = dict.fromkeys(CHINCHILLA, 0), time.perf_counter()
+    hits, unbounded, start = dict.fromkeys(CHINCHILLA, 0), dict.fromkeys(CHINCHILLA, 0), time.perf_counter()
     for seed in range(datasets):
         table = synthetic_sweep_table(depths=SIZES[n_sizes], images_per_run=CHINCHILLA_IMAGES, evals_per_run=1,
                                       noise=noise, seed=seed, laws=laws).assign(tokens_seen=np.nan)
         fit = fit_sweep(table, metrics=("loss_last",), against=("N",), forms=("paper",), n_boot=n_boot, seed=seed,
                         ci_level=level).get("loss_last", "N,D", "chinchilla")
+        # flags name their parameters before the colon: "E: ...", "b, B: ..."
+        named = [flag.split(":")[0].split(", ") for flag in fit.flags if "not identified" in flag]
         for name, value in CHINCHILLA.items():
             hits[name] += fit.ci_low[name] <= value <= fit.ci_high[name]
-    return {k: v / datasets for k, v in hits.items()}, time.perf_counter() - start
+            unbounded[name] += any(name in names for names in named)
+    return ({k: v / datasets for k, v in hits.items()}, {k: v / datasets for k, v in unbounded.items()},
+            time.perf_counter() - start)
 
 
 def frontier_curves(n_sizes: int, records: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -159,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 rates, unbounded, seconds = coverage(form, n_sizes, args.datasets, noise, args.level)
                 ok &= _row(form, n_sizes, rates, unbounded, seconds)
         for n_sizes in SIZES if "chinchilla" in parts else ():
-            rates, seconds = chinchilla_coverage(n_sizes, args.datasets, args.noise_saturating, args.level,
-                                                 args.n_boot)
-            ok &= _row("chinchilla", n_sizes, rates, None, seconds)
+            rates, unbounded, seconds = chinchilla_coverage(n_sizes, args.datasets, args.noise_saturating,
+                                                            args.level, args.n_boot)
+            ok &= _row("chinchilla", n_sizes, rates, unbounded, seconds)
         for records in map(int, args.records.split(",")) if "C" in parts else ():
             for form in ("paper", "saturating"):
                 for n_sizes in SIZES:
