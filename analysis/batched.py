@@ -35,22 +35,25 @@ def chinchilla_model(log_n: np.ndarray, log_d: np.ndarray) -> Model:
 def huber_lm(model: Model, theta0: np.ndarray, log_y: np.ndarray, weights: np.ndarray, delta: float,
              lower: np.ndarray, upper: np.ndarray, max_iter: int = 200, rel_tol: float = 1e-10,
              step_tol: float = 1e-9) -> np.ndarray:
-    """Minimise sum_i weights[b, i] * huber(model(theta_b)_i - log_y_i) for every row b; returns (B, p)."""
+    """Minimise sum_i weights[b, i] * huber(model(theta_b)_i - log_y[b, i]) for every row b; returns (B, p).
+
+    log_y is one target vector for every row (n,) or one per row (B, n) (a parametric bootstrap)."""
     theta = np.array(theta0, dtype=float)
+    log_y = np.broadcast_to(np.asarray(log_y, dtype=float), (theta.shape[0], np.shape(log_y)[-1]))
     n_params = theta.shape[1]
     ridge = 1e-12 * np.eye(n_params)
 
-    def cost_of(pred, w):
-        return (w * huber(pred - log_y[None, :], delta)[0]).sum(axis=1)
+    def cost_of(pred, w, target):
+        return (w * huber(pred - target, delta)[0]).sum(axis=1)
 
     pred, jac = model(theta)
-    cost = cost_of(pred, weights)
+    cost = cost_of(pred, weights, log_y)
     damping = np.full(theta.shape[0], 1e-3)
     active = np.arange(theta.shape[0])  # rows still moving; converged rows drop out of the arithmetic
     for _ in range(max_iter):
         if active.size == 0:
             break
-        w, r = weights[active], pred[active] - log_y[None, :]
+        w, r = weights[active], pred[active] - log_y[active]
         j = jac[active]
         _, psi = huber(r, delta)
         # IRLS weight psi(r)/r, finite at r = 0 (the quadratic zone has weight 1/delta)
@@ -63,7 +66,7 @@ def huber_lm(model: Model, theta0: np.ndarray, log_y: np.ndarray, weights: np.nd
         step = -np.linalg.solve(damped, grad[:, :, None])[:, :, 0]
         candidate = np.clip(theta[active] + step, lower, upper)
         new_pred, new_jac = model(candidate)
-        new_cost = cost_of(new_pred, w)
+        new_cost = cost_of(new_pred, w, log_y[active])
         better = np.isfinite(new_cost) & (new_cost < cost[active])
         improvement = np.where(better, cost[active] - new_cost, 0.0)
         small_step = np.abs(candidate - theta[active]).max(axis=1) <= step_tol

@@ -16,7 +16,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="sweep directory, run directory, or collected table (.csv/.parquet)")
     p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: SOURCE/analysis)")
     p.add_argument("--n-boot", type=int, default=1000,
-                   help="bootstrap resamples over runs of the E + A/N^a + B/D^b fit (default 1000)")
+                   help="bootstrap resamples of the laws against C and of the E + A/N^a + B/D^b fit (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--aggregate", choices=("best", "mean", "all"), default="best",
@@ -33,7 +33,8 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="with --chinchilla-on curves: records from this fraction of each run's steps on")
     p.add_argument("--include-unfinished", action="store_true", help="also fit runs that have not finished")
     p.add_argument("--frontier-min-pflops", type=float, default=0.0,
-                   help="ignore frontier records below this compute in PFLOPs (warm-up transients)")
+                   help="ignore records below this compute in PFLOPs before smoothing and the frontier "
+                        "(warm-up transients)")
     p.add_argument("--huber-delta", type=float, default=1e-3, help="Huber loss threshold in log space")
 
 

@@ -29,6 +29,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullF
 
 from analysis.compute import add_compute_columns  # noqa: E402
 from analysis.figures_normalised import figure_paper_normalised  # noqa: E402
+from analysis.frontier_fit import paper_band  # noqa: E402
 from analysis.intervals import loglog_band  # noqa: E402
 from analysis.laws import METRIC_LABELS, X_UNITS, paper_law  # noqa: E402
 from analysis.results import FitResults, LawFit  # noqa: E402
@@ -57,7 +58,7 @@ def fit_label(fit: LawFit) -> str:
     if low is not None and high is not None and np.isfinite(low):
         parts.append(f"α∈[{low:.3g}, {high if np.isfinite(high) else np.inf:.3g}]")
     elif fit.x == "C":
-        parts.append("no interval (frontier)")
+        parts.append("no interval")
     if fit.r is not None:
         parts.append(f"r={fit.r:.3f}")
     if fit.flags and not all(flag.startswith("no interval") for flag in fit.flags):
@@ -112,11 +113,16 @@ def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.nda
         ax.plot(x_grid, fit.predict(x_grid), label=fit_label(fit), **FORM_STYLE[form])
         if form == "paper" and np.isfinite(fit.ci_low["alpha"]) and fit.n_points > 2:
             y = np.array(fit.y_values)
-            low, high = loglog_band(np.array(fit.x_values), y, x_grid, fit.ci_level)
+            if x_name == "N":
+                low, high = loglog_band(np.array(fit.x_values), y, x_grid, fit.ci_level)
+            elif fit.samples is not None and len(fit.samples):  # this session's frontier bootstrap
+                low, high = paper_band(fit.params["alpha"], fit.intercept, fit.samples, x_grid, fit.ci_level)
+            else:
+                continue
             # a band wider than the panel (3 points, 1 degree of freedom) is drawn to the panel's edge only
             low, high = np.maximum(low, y.min() / 3), np.minimum(high, y.max() * 3)
             ax.fill_between(x_grid, low, high, color=FORM_STYLE[form]["color"], alpha=0.15, linewidth=0,
-                            label=f"{int(round(fit.ci_level * 100))}% band of the C·N^α fit")
+                            label=f"{int(round(fit.ci_level * 100))}% band of the power law")
 
 
 def _draw_points(ax, x: np.ndarray, y: np.ndarray, results: FitResults, metric: str) -> None:
@@ -191,6 +197,10 @@ def figure_vs_compute(table: pd.DataFrame, results: FitResults, paper_laws: str 
         # the frontier is a step function: the best loss reached with at most this compute
         ax.plot(front["C_pflops"], front[metric], color="k", linewidth=1.0, marker=".", markersize=3,
                 drawstyle="steps-post", label=f"Pareto frontier ({len(front)} records)")
+        fitted = results.get(metric, "C", "paper") or results.get(metric, "C", "saturating")
+        if fitted is not None:
+            ax.plot(fitted.x_values, fitted.y_values, color="0.35", linewidth=0.9, linestyle=(0, (1, 1)),
+                    label="frontier of the smoothed curves (fitted)")
         x_grid = np.geomspace(front["C_pflops"].min(), front["C_pflops"].max(), 200)
         _draw_fits(ax, results, metric, "C", x_grid)
         _draw_reference(ax, metric, "C", x_grid, paper_laws)

@@ -3,13 +3,14 @@
 For each metric (test loss and token error, last scale and all scales):
 - against N: one point per model size, the final validation record of its run (with several runs of one
   size: the best one, their mean, or all of them, `aggregate`);
-- against C: the Pareto-optimal validation records over all runs' training curves (analysis/frontier.py).
+- against C: the frontier of the per-run smoothed training curves on a grid of budgets
+  (analysis/frontier_fit.py); the raw Pareto-optimal records (analysis/frontier.py) are kept for the figure.
 Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the power law plus constant
 (least squares on log L, multi-start) and, where the records vary both N and D, the Chinchilla form
 (analysis/joint.py, Huber on log L as Hoffmann et al.).
-Intervals (analysis/intervals.py): exact t / Fieller intervals for the pure power law against N, profile
-likelihood for the power law plus constant against N, a percentile bootstrap over runs for the Chinchilla form;
-laws against C get none (the frontier's selection of favourable noise defeats every resampling scheme tried).
+Intervals: exact t / Fieller intervals for the pure power law against N, profile likelihood for the power law
+plus constant against N (analysis/intervals.py), a basic residual bootstrap of smoothing, frontier and fit for
+the laws against C (analysis/frontier_fit.py), a parametric bootstrap for the Chinchilla form.
 Every fit carries flags (analysis/flags.py) and a hold-out-largest extrapolation test: refit without the
 largest model size and predict it (for C: predict the frontier beyond the compute the remaining runs reached).
 """
@@ -21,9 +22,16 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from analysis.bootstrap import fit_rng
 from analysis.compute import COMPUTE_CONVENTION, add_compute_columns, final_records
 from analysis.flags import outside_interval_flags, saturating_boundary_flags, unique
 from analysis.frontier import pareto_frontier
+from analysis.frontier_fit import (
+    SmoothedFrontier,
+    frontier_paper_intervals,
+    frontier_saturating_intervals,
+    too_few_records,
+)
 from analysis.intervals import (
     Interval,
     fit_saturating_ls,
@@ -39,7 +47,6 @@ from analysis.validate import validate_for_fit
 
 FORMS = ("paper", "saturating")
 AGGREGATES = ("best", "mean", "all")
-
 
 @dataclass
 class FitOptions:
@@ -74,7 +81,6 @@ class FitOptions:
         if self.n_boot < 0 or not 0 < self.ci_level < 1:
             raise ValueError(f"need n_boot >= 0 and 0 < ci_level < 1, got {self.n_boot}, {self.ci_level}")
 
-
 def points_vs_params(finals: pd.DataFrame, metric: str, aggregate: str) -> pd.DataFrame:
     """Columns N_billion, y, point_id: one row per model size (or per run with aggregate='all')."""
     data = finals[["N_billion", "point_id", metric]].dropna().rename(columns={metric: "y"})
@@ -86,56 +92,49 @@ def points_vs_params(finals: pd.DataFrame, metric: str, aggregate: str) -> pd.Da
     best = data.loc[data.groupby("N_billion")["y"].idxmin()]
     return best.sort_values("N_billion").reset_index(drop=True)
 
-
 def _fit_one(form: str, x: np.ndarray, y: np.ndarray):
     if form == "paper":
         return fit_loglog(x, y)
     return fit_saturating_ls(x, y)
-
 
 def _intervals(form: str, fit, x: np.ndarray, y: np.ndarray, level: float) -> dict[str, Interval]:
     if form == "paper":
         return loglog_intervals(np.log(x), np.log(y), level)
     return saturating_intervals(fit, x, y, level)
 
-
-FRONTIER_NO_INTERVAL = ("no interval: a frontier fit keeps the records with favourable noise, which no resampling "
-                        "of runs reproduces (a run bootstrap covered 80% at a nominal 95%; docs/analysis.md)")
-
-
 def fit_law(form: str, x: np.ndarray, y: np.ndarray, level: float = 0.95, metric: str = "", x_name: str = "N",
-            with_intervals: bool = True) -> LawFit:
+            intervals_of=None) -> LawFit:
     """Fit one law to points (x in the unit of `x_name`) with the intervals fits.json reports, and its flags.
 
+    `intervals_of(fit) -> (intervals, method, samples)` replaces the intervals from the points alone (exact t /
+    Fieller, profile likelihood) where the points are not independent observations (the compute frontier).
     The coverage benchmark and tests call this very function."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     fit = _fit_one(form, x, y)
     names = list(fit.params())
-    if with_intervals:
+    samples = None
+    if intervals_of is None:
         intervals = _intervals(form, fit, x, y, level)
         method = "t (exact); Fieller for beta" if form == "paper" else "profile likelihood, t-calibrated"
     else:
-        intervals = {name: Interval(np.nan, np.nan) for name in names}
-        method = "none"
+        intervals, method, samples = intervals_of(fit)
     residuals = np.log(y) - np.log(fit.predict(x))
     law = LawFit(metric=metric, x=x_name, form=form, params=fit.params(),
                  ci_low={n: float(intervals[n].low) for n in names},
                  ci_high={n: float(intervals[n].high) for n in names},
-                 se={}, ci_level=level, n_boot=0, n_points=int(x.size),
+                 se={}, ci_level=level, n_boot=0 if samples is None else len(samples), n_points=int(x.size),
                  r=float(fit.r) if form == "paper" else None,
                  rmse_log=float(np.sqrt(np.mean(residuals ** 2))), x_values=x.tolist(), y_values=y.tolist(),
                  residuals_log=residuals.tolist(), x_unit=X_UNITS[x_name][0],
-                 intercept=float(fit.intercept) if form == "paper" else None, interval_method=method)
+                 intercept=float(fit.intercept) if form == "paper" else None, interval_method=method,
+                 samples=samples)
     flags = list(getattr(fit, "flags", []))
     for name in names:
         flags += intervals[name].flags
     if form == "saturating":
         flags += saturating_boundary_flags(fit, x, y)
-    if not with_intervals:
-        flags.append(FRONTIER_NO_INTERVAL)
     law.flags = unique(flags + outside_interval_flags(law))
     return law
-
 
 def _holdout(form: str, x_fit, y_fit, x_test, y_test) -> dict:
     if len(x_test) == 0:
@@ -148,7 +147,6 @@ def _holdout(form: str, x_fit, y_fit, x_test, y_test) -> dict:
     rel = predicted / np.asarray(y_test, float) - 1
     return {"x": list(map(float, x_test)), "y": list(map(float, y_test)), "predicted": predicted.tolist(),
             "rel_error": rel.tolist(), "max_abs_rel_error": float(np.max(np.abs(rel)))}
-
 
 def _fits_vs_params(finals, options, results: list, skipped: list, notes: list) -> None:
     for metric in options.metrics:
@@ -169,6 +167,45 @@ def _fits_vs_params(finals, options, results: list, skipped: list, notes: list) 
             law.holdout = _holdout(form, x[~largest], y[~largest], x[largest], y[largest])
             results.append(law)
 
+FRONTIER_METHOD = ("basic bootstrap over residuals within runs, re-smoothing each curve and re-taking the frontier "
+                   "(analysis/frontier_fit.py)")
+
+def _no_interval(reason: str):
+    def intervals_of(fit):
+        flag = f"no interval: {reason}"
+        return {name: Interval(np.nan, np.nan, [flag]) for name in fit.params()}, "none", None
+    return intervals_of
+
+def smoothed_frontier(c_pflops, values, runs) -> tuple[np.ndarray, np.ndarray, SmoothedFrontier | None, str]:
+    """(compute, value) of the frontier the laws against C are fitted to, its smoother, and '' or why the
+    curves could not be smoothed (then the points are the raw Pareto-optimal records)."""
+    c_pflops, values = np.asarray(c_pflops, float), np.asarray(values, float)
+    _, run_code = np.unique(np.asarray(runs, str), return_inverse=True)
+    reason = too_few_records(run_code)
+    if reason:
+        front = pareto_frontier(pd.DataFrame({"C": c_pflops, "y": values, "run": run_code}), "C", "y", "run")
+        return front["C"].to_numpy(float), front["y"].to_numpy(float), None, reason
+    smooth = SmoothedFrontier(np.log(c_pflops), run_code)
+    return np.exp(smooth.grid), np.exp(smooth.frontier(np.log(values))[0][0]), smooth, ""
+
+def frontier_law(form: str, c_pflops, values, runs, level: float = 0.95, n_boot: int = 1000, seed: int = 0,
+                 metric: str = "") -> LawFit:
+    """The law against compute with the interval fits.json reports: fitted to the frontier of the smoothed
+    training curves (records: compute in PFLOPs, value, run id), basic bootstrap interval over residuals within
+    runs (analysis/frontier_fit.py). The coverage benchmark calls this very function."""
+    x, y, smooth, reason = smoothed_frontier(c_pflops, values, runs)
+    if smooth is None or n_boot == 0:
+        reason = reason or "n_boot = 0"
+        return fit_law(form, x, y, level, metric, "C", _no_interval(reason))
+    rng = fit_rng(seed, metric, "C", form)
+    log_y = np.log(np.asarray(values, float))
+
+    def intervals_of(fit):
+        resampled = smooth.resample(log_y, n_boot, rng)
+        make = frontier_paper_intervals if form == "paper" else frontier_saturating_intervals
+        intervals, samples = make(fit, resampled, smooth.grid, level)
+        return intervals, FRONTIER_METHOD, samples
+    return fit_law(form, x, y, level, metric, "C", intervals_of)
 
 def _fits_vs_compute(curves, options, results: list, skipped: list, frontiers: dict) -> None:
     curves = curves[curves["C_pflops"] > 0]
@@ -176,33 +213,33 @@ def _fits_vs_compute(curves, options, results: list, skipped: list, frontiers: d
         skipped.append("laws against compute: the Pareto frontier needs runs of at least 2 model sizes "
                        f"(found {curves['N'].nunique()}); one run's own curve is not a compute-optimal frontier")
         return
+    curves = curves[curves["C_pflops"] >= options.frontier_min_pflops]
     largest_n = curves["N"].max()
-    small = curves[curves["N"] < largest_n]
     for metric in options.metrics:
         usable = curves.dropna(subset=[metric])
         if usable.empty:
             skipped.append(f"{metric} vs C: no record has a value of {metric}")
             continue
-        front = pareto_frontier(usable, x="C_pflops", y=metric)
-        front = front[front["C_pflops"] >= options.frontier_min_pflops]
+        front = pareto_frontier(usable, x="C_pflops", y=metric)  # the raw records, drawn in Figure 6
         frontiers[metric] = front[["C_pflops", "C_flops", metric, "point_id", "N", "step"]].reset_index(drop=True)
-        x, y = front["C_pflops"].to_numpy(float), front[metric].to_numpy(float)
+        records = (usable["C_pflops"], usable[metric], usable["point_id"])
+        small = usable[usable["N"] < largest_n]
         for form in options.forms:
             try:
-                law = fit_law(form, x, y, options.ci_level, metric, "C", with_intervals=False)
+                law = frontier_law(form, *records, options.ci_level, options.n_boot, options.seed, metric)
             except FitError as exc:
                 skipped.append(f"{metric} vs C, {form}: {exc}")
                 continue
-            reduced = small.dropna(subset=[metric])
-            if reduced.empty:
-                law.holdout = {"skipped": "only one model size"}
-            else:
-                reduced = pareto_frontier(reduced, x="C_pflops", y=metric)
-                reduced = reduced[reduced["C_pflops"] >= options.frontier_min_pflops]
-                beyond = x > reduced["C_pflops"].max()
-                law.holdout = _holdout(form, reduced["C_pflops"], reduced[metric], x[beyond], y[beyond])
+            law.holdout = _holdout_compute(form, small, metric, np.array(law.x_values), np.array(law.y_values))
             results.append(law)
 
+def _holdout_compute(form: str, small: pd.DataFrame, metric: str, x: np.ndarray, y: np.ndarray) -> dict:
+    """Refit to the frontier of the runs without the largest size and predict the frontier beyond them."""
+    if small.empty:
+        return {"skipped": "only one model size"}
+    x_small, y_small, _, _ = smoothed_frontier(small["C_pflops"], small[metric], small["point_id"])
+    beyond = x > x_small.max()
+    return _holdout(form, x_small, y_small, x[beyond], y[beyond])
 
 def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: str = "",
               **overrides) -> FitResults:
@@ -214,7 +251,6 @@ def fit_sweep(table: pd.DataFrame, options: FitOptions | None = None, source: st
     # The problems are tiny (3-5 parameters, tens of points): BLAS threads only contend for the cores.
     with threadpool_limits(limits=1):
         return _fit_sweep(table, options, source)
-
 
 def _fit_sweep(table: pd.DataFrame, options: FitOptions, source: str) -> FitResults:
     table = validate_table(table, source or "sweep table")

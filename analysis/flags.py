@@ -52,3 +52,17 @@ def chinchilla_flags(fit, bounds: list[tuple[float, float]]) -> list[str]:
             flags.append(f"{name} at the edge of its search box" + (" (E = 0)" if name == "E" and
                                                                        value <= low + EDGE else ""))
     return flags
+
+
+def chinchilla_interval_flags(law, bounds: list[tuple[float, float]]) -> list[str]:
+    """An interval that reaches the search box (an exponent at 1e-6 or 20, E at ~0) is not identified; so is
+    the coefficient of a term whose exponent is not."""
+    flags = []
+    e_floor = np.exp(bounds[0][0] + EDGE)
+    if law.ci_low.get("E", np.nan) <= e_floor:
+        flags.append("E: the data do not bound its lower end (not identified; resamples reach E = 0)")
+    for exponent, coefficient, (low, high) in (("a", "A", bounds[2]), ("b", "B", bounds[4])):
+        if law.ci_low.get(exponent, np.nan) <= low + EDGE or law.ci_high.get(exponent, np.nan) >= high - EDGE:
+            flags.append(f"{exponent}, {coefficient}: the resamples reach the edge of the exponent's search box "
+                         f"[{low:g}, {high:g}] (not identified)")
+    return flags

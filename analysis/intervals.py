@@ -97,7 +97,7 @@ def _log_prediction(theta: np.ndarray, log_x: np.ndarray) -> np.ndarray:
     return np.logaddexp(e, alpha * (l0 - log_x))
 
 
-def _box(log_x: np.ndarray, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def saturating_box(log_x: np.ndarray, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lower = np.array([log_y.min() - E_FLOOR_NATS, log_x.min() - 60.0, 1e-6])
     upper = np.array([log_y.max() + 1.0, log_x.max() + 60.0, ALPHA_MAX])
     return lower, upper
@@ -135,7 +135,7 @@ def fit_saturating_ls(x: np.ndarray, y: np.ndarray) -> SaturatingLSFit:
         raise FitError("saturating power-law fit: needs at least 3 distinct x values for 3 parameters")
     scale = float(np.exp(np.log(x).mean()))
     log_x, log_y = np.log(x / scale), np.log(y)
-    lower, upper = _box(log_x, log_y)
+    lower, upper = saturating_box(log_x, log_y)
     floor = np.log(y.min())
     grid = np.array([[floor + e_off, l0, alpha] for e_off, l0, alpha in itertools.product(
         (-5.0, -2.0, -0.7, -0.2, -0.05, -0.01), np.linspace(-6.0, 6.0, 9), (0.05, 0.15, 0.4, 1.0, 2.5))])
@@ -167,7 +167,7 @@ def saturating_intervals(fit: SaturatingLSFit, x: np.ndarray, y: np.ndarray, lev
     if dof < 1:
         return {name: Interval(np.nan, np.nan, [f"{name}: {n} points for 3 parameters leave no degree of freedom "
                                                 "for an interval"]) for name in PARAM_NAMES}
-    lower, upper = _box(log_x, log_y)
+    lower, upper = saturating_box(log_x, log_y)
     if fit.ssr <= EXACT_SSR * n:  # no residual scatter to calibrate with: the interval is the point
         return {name: Interval(value, value, [f"{name}: the law passes through every point (exact data); its "
                                               "interval has zero width"]) for name, value in fit.params().items()}

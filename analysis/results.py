@@ -6,7 +6,8 @@ Files written by `FitResults.save(out_dir)`:
   fits.csv      one row per fitted parameter: metric, x, form, param, value, ci_low, ci_high, se, r, n_points,
                 rmse_log, holdout_max_abs_rel_error
   points.csv    the final record of every run (the points of the fits against N, before aggregation)
-  frontier_<metric>.csv   the Pareto-optimal records the fits against C use
+  frontier_<metric>.csv   the raw Pareto-optimal records (Figure 6); the fits against C use the frontier of the
+                smoothed curves, stored as their x_values / y_values in fits.json
 """
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ class LawFit:
     params: dict[str, float]
     ci_low: dict[str, float]
     ci_high: dict[str, float]
-    se: dict[str, float]       # bootstrap standard deviations
+    se: dict[str, float]       # bootstrap standard deviations (Chinchilla form)
     ci_level: float
-    n_boot: int                # usable bootstrap resamples
+    n_boot: int                # usable bootstrap resamples (laws against C, Chinchilla form); 0 otherwise
     n_points: int
     r: float | None            # Pearson r of log-log points (paper form only)
     rmse_log: float            # root mean square of the log residuals
@@ -48,18 +49,10 @@ class LawFit:
     d_values: list[float] | None = None  # second variable of the Chinchilla form
     note: str = ""
     intercept: float | None = None  # paper form: alpha*log(beta), exact even where beta itself overflows
-    interval_method: str = "bootstrap percentile over runs"
+    interval_method: str = ""  # how ci_low/ci_high were computed, set by every fit
     flags: list[str] = field(default_factory=list)  # reasons not to trust this fit (analysis/flags.py)
-    # bootstrap parameter samples (n_boot, len(params)) of this session; not saved to JSON
+    # bootstrap parameter samples (n_boot, len(params)) of this session (the band of Figure 6); not saved to JSON
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    def interval(self, level: float) -> tuple[dict[str, float], dict[str, float]]:
-        """Percentile interval at another level from this session's bootstrap samples."""
-        if self.samples is None or len(self.samples) == 0:
-            raise ValueError("no bootstrap samples kept (results loaded from JSON or n_boot=0)")
-        tail = (1 - level) / 2
-        low, high = np.quantile(self.samples, [tail, 1 - tail], axis=0)
-        return dict(zip(self.params, map(float, low))), dict(zip(self.params, map(float, high)))
 
     def predict(self, x_in_unit, d=None) -> np.ndarray:
         x = np.asarray(x_in_unit, dtype=float)

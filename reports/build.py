@@ -106,13 +106,15 @@ def fits_table(analysis: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-FIT_METHOD = ("Points against N: the final validation record of each model size; against C: the Pareto frontier "
-              "over all runs' validation curves. Paper form: least squares in log-log space (Pearson r as in the "
-              "VAR paper), exact t interval for alpha and Fieller's interval for beta. Law with a constant "
-              "L=E+(X0/X)^alpha: least squares on log L, profile-likelihood intervals calibrated with the t "
-              "distribution; an end the data do not bound is reported as not identified (0 or infinity). Laws "
-              "against C carry no interval (the frontier keeps favourable noise). E + A/N^a + B/D^b: Huber loss on "
-              "log L, percentile bootstrap over runs. N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
+FIT_METHOD = ("Points against N: the final validation record of each model size; against C: the frontier of "
+              "the runs' validation curves after smoothing each (a cubic in log C per run), on 60 budgets. Paper "
+              "form: least squares in log-log space (Pearson r as in the VAR paper), exact t interval for alpha "
+              "and Fieller's interval for beta against N. Law with a constant L=E+(X0/X)^alpha: least squares on "
+              "log L, profile-likelihood intervals calibrated with the t distribution; an end the data do not "
+              "bound is reported as not identified (0 or infinity). Laws against C: basic bootstrap interval "
+              "over residuals within runs, re-smoothing, re-taking the frontier and re-fitting each resample. "
+              "E + A/N^a + B/D^b: Huber loss on log L, parametric bootstrap (refits to the fitted law plus noise "
+              "of the least-squares residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
               "as in the VAR paper. Hold-out: refit without the largest model and predict it.")
 
 

@@ -100,7 +100,10 @@ def test_figure6_every_run_frontier_fits_and_colorbar(sweep):
         run_curves = [label for label in labels if label.startswith("_")]  # unlabelled: one per run
         assert len(run_curves) == len(DEPTHS)
         assert sum(label.startswith("Pareto frontier") for label in labels) == 1
-        assert len(labels) == len(DEPTHS) + 1 + 2 + (1 if ax.get_title().startswith("Token") else 0)
+        assert sum(label.startswith("frontier of the smoothed curves") for label in labels) == 1
+        assert len(labels) == len(DEPTHS) + 2 + 2 + (1 if ax.get_title().startswith("Token") else 0)
+        # the power law against C has an interval now (this session's bootstrap), so its band is drawn
+        assert [c.get_label() for c in ax.collections] == ["95% band of the power law"]
     matplotlib.pyplot.close(fig)
 
 
