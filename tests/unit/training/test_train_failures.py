@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from harness_helpers import (
 )
 
 from harness.cli.main import main
+from harness.training.control import ForkSafeLoader, ignore_job_signals
 
 
 def _status(run_dir):
@@ -37,7 +39,7 @@ def _start(run_dir):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _wait_running(proc, run_dir, min_step=0, timeout_s=120):
+def _wait_running(proc, run_dir, min_step=0, timeout_s=300):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         st = _status(run_dir)
@@ -48,8 +50,9 @@ def _wait_running(proc, run_dir, min_step=0, timeout_s=120):
     raise AssertionError(f"{run_dir} never reported running at step >= {min_step}")
 
 
-def _finish(proc, run_dir, timeout_s=180):
-    """Output of a signalled trainer; generous time: the shared 2-core CI machine can be very slow."""
+def _finish(proc, run_dir, timeout_s=300):
+    """Output of a signalled trainer; generous time: the shared 2-core CI machine can be very slow (at load 20 a
+    trainer here took 30 s to start and 10 s to exit)."""
     try:
         return proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -63,7 +66,7 @@ def test_lock_sigterm_with_workers_and_sigint(tmp_path, tokenizer):
     first = _start(run)
     try:
         _wait_running(first, run, min_step=5)
-        second = run_cli("train", "--run-dir", str(run))
+        second = run_cli("train", "--run-dir", str(run), timeout=300)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 1 and len(lines) == 1, second.stderr
         assert f"run directory {run} is in use by host" in lines[0] and f"pid {first.pid}" in lines[0]
@@ -91,6 +94,44 @@ def test_lock_sigterm_with_workers_and_sigint(tmp_path, tokenizer):
     after = _status(run)
     resumed = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert after["state"] == "interrupted" and after["step"] == resumed >= saved["step"]
+
+
+def _children() -> set[int]:
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_dataloader_workers_outlive_job_signals_and_end_on_their_parents_sigterm():
+    """A scheduler or `kill -- -PGID` signals every process of a job. A worker must keep serving batches (the
+    main process may need some to reach the step it saves at) and leave the decision to the main process; a
+    SIGTERM from its parent (the DataLoader ending a worker that did not end by itself) ends it at once."""
+    before = _children()
+    loader = torch.utils.data.DataLoader(range(100_000), batch_size=4, num_workers=2,
+                                         worker_init_fn=ignore_job_signals)
+    batches = iter(ForkSafeLoader(loader))
+    next(batches)
+    workers = sorted(_children() - before)
+    assert len(workers) == 2
+    for name in ("TERM", "USR2", "INT"):  # sent by another process, as SLURM's step daemon or a terminal does
+        subprocess.run(["kill", "-s", name, *map(str, workers)], check=True)
+    time.sleep(0.5)
+    assert [len(next(batches)) for _ in range(40)] == [4] * 40  # far beyond what was fetched ahead
+    assert all(_alive(pid) for pid in workers)
+
+    os.kill(workers[0], signal.SIGTERM)  # from the parent
+    deadline = time.monotonic() + 60
+    while _alive(workers[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    took = 60 - (deadline - time.monotonic())
+    assert not _alive(workers[0]) and took < 10, f"worker still alive {took:.1f} s after its parent's SIGTERM"
+    del batches  # shuts the other worker down
 
 
 def test_environment_error_is_one_line_and_a_failed_status(tmp_path, tokenizer, monkeypatch, capsys):
