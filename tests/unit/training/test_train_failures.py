@@ -179,3 +179,21 @@ def test_full_and_read_only_disks_are_one_line(small_disk, tokenizer):
     read_only = run_cli("train", "--run-dir", str(run))
     assert read_only.returncode == 1 and read_only.stderr.strip().splitlines() == [
         f"varscale train: error: {run / '.lock'}: read-only file system; choose a writable location"]
+
+
+def test_a_run_dir_on_a_read_only_file_system_is_one_line_and_writes_nothing(tmp_path, tokenizer, read_only_dir,
+                                                                               capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_run_config(tokenizer, total_steps=4)))
+    existing = write_run(read_only_dir.path / "old", tiny_run_config(tokenizer, total_steps=4))
+    (existing / "status.json").write_text(json.dumps({"state": "requeued", "step": 2, "total_steps": 4}))
+    read_only_dir.seal()
+    files = read_only_dir.files()
+    cases = [(read_only_dir.path / "new", ["--config", str(config)], read_only_dir.path / "new"),  # a new run
+             (read_only_dir.path / "a" / "b", ["--config", str(config)], read_only_dir.path / "a"),  # and its parent
+             (existing, [], existing / ".lock")]  # resuming one (its status must stay as it was)
+    for run_dir, options, named in cases:
+        assert main(["train", "--run-dir", str(run_dir), *options]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"varscale train: error: {named}: {read_only_dir.advice}"]
+    assert read_only_dir.files() == files
