@@ -227,8 +227,10 @@ class _Run:
                 save, stop = self._save_decision(request)
                 if save or self.step == cfg.total_steps:
                     self._save()
-                    if request:
-                        self.control.acknowledge_saved(request)
+                    # a save-and-stop answers every request so far: the run ends here, no later save could
+                    answered = max(request, self.control.pending_request()) if stop else request
+                    if answered:
+                        self.control.acknowledge_saved(answered)
                 if stop:  # SIGTERM ("interrupted") or the scheduler's requeue warning ("requeued")
                     bar.close()
                     if env.is_main:
