@@ -1,6 +1,7 @@
 """A run directory under stress, with real processes and signals: a second trainer is refused by the lock,
 SIGTERM (sent to the whole process group, DataLoader workers included) saves and records "interrupted", SIGINT
-records "interrupted", an environment error is one line and a "failed" status."""
+records "interrupted", DataLoader workers outlive a job's signals and end on their parent's SIGTERM, an
+environment error (a file in the way, a full or read-only disk) is one line and a "failed" status."""
 from __future__ import annotations
 
 import json
