@@ -1,4 +1,5 @@
-"""Shared fixtures: the golden vectors from the official code, the SLURM requirement, deterministic torch."""
+"""Shared fixtures: the golden vectors from the official code, the SLURM requirement, deterministic torch, a tiny
+tokenizer, a read-only directory."""
 from __future__ import annotations
 
 import os
@@ -71,3 +72,47 @@ def tokenizer(tmp_path_factory):
     from harness_helpers import make_tokenizer
 
     return make_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.safetensors")
+
+
+class ReadOnlyDir:
+    """A directory that becomes unwritable on ``seal()``, with whatever was put in it before. As root (which
+    passes every permission check, so a chmod would prove nothing) it is a real tmpfs remounted read-only;
+    otherwise its folders get mode 0555. ``advice`` is the end of the one-line error the CLI prints for it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.as_root = os.geteuid() == 0
+        self.advice = ("read-only file system; choose a writable location" if self.as_root else
+                       "permission denied; choose a location you may write (or fix its permissions)")
+        self.reason = "read-only file system" if self.as_root else "permission denied"  # sweeps' output_root check
+        if self.as_root:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True,
+                           capture_output=True)
+
+    def seal(self) -> None:
+        if self.as_root:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True, capture_output=True)
+        else:
+            for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
+                folder.chmod(0o555)
+
+    def files(self) -> dict[str, bytes]:
+        return {str(p.relative_to(self.path)): p.read_bytes() for p in sorted(self.path.rglob("*")) if p.is_file()}
+
+    def release(self) -> None:
+        if self.as_root:
+            subprocess.run(["umount", str(self.path)], check=True)
+        else:
+            for folder in [self.path, *(p for p in self.path.rglob("*") if p.is_dir())]:
+                folder.chmod(0o755)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    directory = tmp_path / "read_only"
+    directory.mkdir()
+    ro = ReadOnlyDir(directory)
+    try:
+        yield ro
+    finally:
+        ro.release()

@@ -223,11 +223,14 @@ class _Run:
                 if self.step == cfg.total_steps or (cfg.eval_every and self.step % cfg.eval_every == 0):
                     self._record(throughput=interval_images / max(interval_time, 1e-9), lr=out["lr"])
                     interval_time, interval_images = 0.0, 0
-                save, stop = self._save_decision()
+                request = self.control.pending_request()  # before the save: one made during it waits for the next
+                save, stop = self._save_decision(request)
                 if save or self.step == cfg.total_steps:
                     self._save()
-                    if self.control.checkpoint_requested() or stop:  # every rank confirms a save-and-stop
-                        self.control.acknowledge_saved()
+                    # a save-and-stop answers every request so far: the run ends here, no later save could
+                    answered = max(request, self.control.pending_request()) if stop else request
+                    if answered:
+                        self.control.acknowledge_saved(answered)
                 if stop:  # SIGTERM ("interrupted") or the scheduler's requeue warning ("requeued")
                     bar.close()
                     if env.is_main:
@@ -243,16 +246,15 @@ class _Run:
             write_status(self.run_dir, "finished", self.step, cfg.total_steps)
         return self._result("finished")
 
-    def _save_decision(self) -> tuple[bool, bool]:
-        """Rank 0 decides (steps, minutes, control request); every rank follows so collectives line up."""
+    def _save_decision(self, request: int) -> tuple[bool, bool]:
+        """Rank 0 decides (steps, minutes, its control's ``request``); every rank follows so collectives line up."""
         cfg = self.cfg
         decision = (False, False)
         if self.env.is_main:
             by_steps = cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0
             minutes = (time.monotonic() - self.last_save_time) / 60
             by_time = cfg.checkpoint_every_minutes and minutes >= cfg.checkpoint_every_minutes
-            requested = self.control.checkpoint_requested()
-            decision = (bool(by_steps or by_time or requested), bool(requested and self.control.stop_after_save))
+            decision = (bool(by_steps or by_time or request), bool(request and self.control.stop_after_save))
         return tuple(broadcast_object(self.env, decision))
 
     def _save(self) -> None:

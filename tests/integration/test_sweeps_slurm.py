@@ -181,28 +181,43 @@ def test_cancel_shows_cancelled_and_queued_points_are_not_resubmitted(monkeypatc
     assert "CANCELLED" in capsys.readouterr().out
 
 
-def test_real_trainer_forced_requeue_resumes_to_the_same_result(tmp_path):
-    # with DataLoader workers, as the paper spec runs (the workers' signal handling itself is tested with a signal to
-    # the whole process group in tests/unit/training/test_train_failures.py)
+def _last_step(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def test_real_trainer_preempted_with_workers_saves_at_the_signal_and_resumes_to_the_same_result(tmp_path):
+    """A preemption as SLURM delivers it to every process of the job step, DataLoader workers included (data.workers
+    = 2, as the paper spec runs with 8): SIGTERM first, then USR2. The workers must outlive the SIGTERM and keep
+    feeding the trainer (PyTorch's own handler would end them, and the trainer dies within the few batches fetched
+    ahead), and only the trainer's process may answer USR2; the job then saves at the signal step, not at an
+    earlier checkpoint (there are no periodic ones here), and the requeued run ends as an uninterrupted one."""
     spec = load_spec(write_spec(tmp_path, "realrq", depths=(1,), executor="slurm", trainer="harness.training.loop:train_run",
-                                train={"total_steps": 100, "eval_every": 20, "data": {
+                                train={"total_steps": 120, "eval_every": 10, "data": {
                                     "source": "synthetic", "resolution": 32, "num_classes": 4, "workers": 2,
                                     "synthetic_train_size": 64, "synthetic_val_size": 16}},
                                 resources={"time_limit": 60}))
     point = submit(spec).submitted[0]
     run_dir = spec.sweep_dir / "points" / point
-    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, 90,
-               "the first metrics record")
     job_id = SweepState.load(spec.sweep_dir).points[point]["job_id"]
-    submitit.SlurmJob(folder=spec.sweep_dir / "jobs", job_id=job_id)._interrupt()
+    at_term = wait_until(lambda: _last_step(run_dir), 90, "the first metrics record")
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    # 20 steps are 20 batches, far more than the 2 workers x 2 fetched ahead when the SIGTERM came
+    wait_until(lambda: _last_step(run_dir) >= at_term + 20 or _status(spec, point).state == "FAILED", 90,
+               f"training to go on 20 steps past step {at_term} after the SIGTERM")
+    assert _status(spec, point).state != "FAILED", _status(spec, point).error
+    at_usr2 = _last_step(run_dir)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     wait_for(spec, [point], timeout_s=120)
     st = _status(spec, point)
-    assert st.state == "COMPLETED" and st.step == 100, st.error
+    assert st.state == "COMPLETED" and st.step == 120, st.error
     log = Path(st.log.replace(".out", ".err")).read_text()
-    assert "no checkpoint confirmation" not in log  # no worker ran the handler
+    assert log.count("Caught signal SIGUSR2") == 1  # the trainer's process only, no worker ran the handler
+    assert "no checkpoint confirmation" not in log
     assert "checkpoint saved; requeueing" in log and "continues: status.json says requeued at step" in log
     resumed_at = int(log.split("continues: status.json says requeued at step ")[1].split("/")[0])
-    assert 20 <= resumed_at < 100
+    assert at_usr2 <= resumed_at < 120  # saved at the signal, not restarted from step 0
     assert "REQUEUED" in _sacct_states(job_id)
     import torch
 

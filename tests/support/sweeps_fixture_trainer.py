@@ -93,9 +93,10 @@ def train_run(run_dir: Path, control=None) -> dict:
         every = int(config["checkpoint_every_steps"])
         if every and step % every == 0 and step < total:
             save()
-        if control is not None and control.checkpoint_requested():
+        request = control.pending_request() if control is not None else 0
+        if request:
             save()
-            control.acknowledge_saved()
+            control.acknowledge_saved(request)
             if control.stop_after_save:
                 return {"state": "running", "step": step}
     save()

@@ -1,4 +1,4 @@
-"""Sweep submissions refused before anything is written: output_root in the way, a broken YAML file, another
+"""Sweep submissions refused before anything is written: output_root in the way or read-only, a broken YAML file, another
 spec of the same name; whole-node memory; a second local submit of a running sweep names the first."""
 from __future__ import annotations
 
@@ -91,3 +91,19 @@ def test_requeue_signal_before_the_first_step_records_requeued(tmp_path):
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "requeued" and status["step"] == 5 and status["error"] is None
     assert isinstance(delayed.function, PointJob) and delayed.function.run_dir == str(run_dir)
+
+
+def test_read_only_output_root_is_one_line_and_writes_nothing(tmp_path, read_only_dir, capsys):
+    read_only_dir.seal()
+    path = write_spec(tmp_path, "readonly")
+    spec_text = path.read_text()
+    before = sorted(p for p in tmp_path.rglob("*") if read_only_dir.path not in p.parents)
+    for output_root in (read_only_dir.path, read_only_dir.path / "runs"):  # the root itself, or a folder to create
+        path.write_text(spec_text.replace(str(tmp_path / "runs"), str(output_root)))
+        for extra in ([], ["--dry-run"]):
+            assert main(["sweep", "submit", str(path), *extra]) == 2
+            assert _one_error_line(capsys) == (
+                f"varscale sweep: error: {path}: output_root: {read_only_dir.path} is not writable "
+                f"({read_only_dir.reason}); choose a writable output_root")
+    assert read_only_dir.files() == {} and not list(read_only_dir.path.iterdir())
+    assert sorted(p for p in tmp_path.rglob("*") if read_only_dir.path not in p.parents) == before

@@ -18,6 +18,7 @@ from harness_helpers import (
     write_run,
 )
 
+from harness.training.checkpointer import Checkpointer
 from harness.training.control import TrainControl
 from harness.training.loop import train_run
 from harness.training.step import NonFiniteLossError
@@ -125,6 +126,40 @@ def test_checkpoint_request_saves_and_stops_then_resumes(tmp_path, tokenizer):
     assert train_run(run)["state"] == "finished"
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
     assert (run / "checkpoints" / "last.prev.pt").exists()
+
+
+def test_control_answers_only_the_requests_made_before_a_save():
+    control = TrainControl()
+    assert control.pending_request() == 0 and control.wait_saved(timeout=0)
+    control.request_checkpoint()
+    seen = control.pending_request()  # the trainer decides to save for this request ...
+    control.request_checkpoint(stop=True, reason="interrupted")  # ... and a stop comes while it writes
+    control.acknowledge_saved(seen)
+    assert control.checkpoint_requested() and control.stop_after_save and control.stop_reason == "interrupted"
+    assert not control.wait_saved(timeout=0)
+    control.acknowledge_saved(control.pending_request())
+    assert not control.checkpoint_requested() and control.wait_saved(timeout=0)
+
+
+def test_a_stop_requested_during_a_periodic_checkpoint_is_not_lost(tmp_path, tokenizer, monkeypatch):
+    """A signal lands at any moment, also while a periodic checkpoint is written; that save began before the
+    request, so the run must still save and stop at the next step boundary instead of training on."""
+    torch.set_num_threads(1)
+    run = write_run(tmp_path / "run", tiny_run_config(tokenizer, total_steps=12, eval_every=0,
+                                                       checkpoint_every_steps=2))
+    control = TrainControl()
+    real_save = Checkpointer.save
+
+    def save_with_a_request_arriving(self, state):
+        path = real_save(self, state)
+        if state["step"] == 2:
+            control.request_checkpoint(stop=True)  # what the signal handler does, while this save is not done
+        return path
+
+    monkeypatch.setattr(Checkpointer, "save", save_with_a_request_arriving)
+    out = train_run(run, control)
+    assert out["state"] == "requeued" and out["step"] == 3 and control.wait_saved(timeout=0)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, tokenizer):
