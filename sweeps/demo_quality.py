@@ -19,6 +19,9 @@ import numpy as np
 
 METRIC_NAME = "synthetic-feature FD"  # never "FID": the features are not Inception's
 SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.96, "batch_size": 50}  # top-k 0: the vocabulary is below 900
+# Another draw of the same number of samples per class would move the FD by about its standard error; the
+# reference images are held fixed (harness/evaluation/intervals.py).
+FD_INTERVAL = "95% normal interval, delta-method standard error, samples resampled within their class"
 
 
 def sample_command(run_dir: Path, out: Path, per_class: int, seed: int) -> list[str]:
@@ -65,7 +68,7 @@ def evaluate_sizes(table, out: Path, size, seed: int, tokenizer_path: Path, toke
     protocol = {"feature_net": cfg.to_dict(), "feature_net_hash": cfg_hash,
                 "reference": f"synthetic val 0..{n_ref - 1} through the tokenizer (encode, decode, 8-bit)",
                 "samples_per_class": size.quality_per_class, "sampling": SAMPLING, "sampling_seed": 1000 + seed,
-                "precision_recall_k": 3, "fd_method": "sqrtm"}
+                "precision_recall_k": 3, "fd_method": "auto", "fd_interval": FD_INTERVAL}
     runs = final_runs(table)
     sizes = [score_run(Path(row["run_dir"]), row, net, ref_features, protocol) for row in runs]
     for row in sizes:
@@ -88,6 +91,7 @@ def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol:
     from harness.cli.main import main as varscale
     from harness.evaluation.demo_features import embed_images, uint8_to_model_range
     from harness.evaluation.fid import feature_statistics, frechet_distance
+    from harness.evaluation.intervals import balanced_strata, fid_delta_interval
     from harness.evaluation.precision_recall import precision_recall
     from models.files import save_json
 
@@ -104,12 +108,17 @@ def score_run(run_dir: Path, row: dict, net, ref_features: np.ndarray, protocol:
     with np.load(samples) as data:
         images, labels = data["arr_0"], data["arr_1"]
     features, predicted = embed_images(net, uint8_to_model_range(images))
-    mu_s, sigma_s = feature_statistics(features)
     mu_r, sigma_r = feature_statistics(ref_features)
+    if len(features) > features.shape[1]:
+        fd = fid_delta_interval(features, mu_r, sigma_r, balanced_strata(labels))
+        fd = {"fd": fd["value"], "fd_low": fd["low"], "fd_high": fd["high"], "fd_se": fd["std"]}
+    else:   # fewer samples than feature dimensions (the quick test size): no interval
+        fd = {"fd": frechet_distance(*feature_statistics(features), mu_r, sigma_r, method=protocol["fd_method"],
+                                     features1=features)}
     precision, recall = precision_recall(features, ref_features, k=protocol["precision_recall_k"])
     result = {"name": f"VAR-mini-d{int(row['depth'])}", "depth": int(row["depth"]),
               "params_total": int(row["params_total"]), "samples": str(samples), "num_samples": len(images),
-              "fd": frechet_distance(mu_s, sigma_s, mu_r, sigma_r, method=protocol["fd_method"]),
+              **fd,
               "precision": float(precision), "recall": float(recall),
               "class_accuracy": float((predicted == labels).mean())}
     save_json(result_path, {"metric": METRIC_NAME, "protocol": protocol, "result": result})

@@ -21,7 +21,12 @@ def quality_figures(quality: dict, figure_dir: Path) -> list[tuple[Path, str]]:
     rows = quality["sizes"]
     n = np.array([r["params_total"] for r in rows], float)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].semilogx(n, [r["fd"] for r in rows], "o-", color="C3")
+    fd = np.array([r["fd"] for r in rows])
+    axes[0].semilogx(n, fd, "o-", color="C3")
+    if all("fd_low" in r for r in rows):   # results stored before intervals existed have none
+        band = np.array([[r["fd"] - r["fd_low"], r["fd_high"] - r["fd"]] for r in rows]).T
+        axes[0].errorbar(n, fd, yerr=band, fmt="none", ecolor="C3", capsize=3, label="95% interval (sampling)")
+        axes[0].legend(fontsize=8)
     axes[0].set_ylabel(f"{quality['metric']} (lower is better)")
     for key, style in (("precision", "o-"), ("recall", "s--"), ("class_accuracy", "^:")):
         axes[1 if key != "class_accuracy" else 2].semilogx(n, [r[key] for r in rows], style, label=key)
@@ -74,8 +79,10 @@ def edit_figure(quality: dict, sweep_dir: Path) -> tuple[Path, str]:
 def quality_table(quality: dict):
     import pandas as pd
 
-    frame = pd.DataFrame(quality["sizes"])[["name", "params_total", "num_samples", "fd", "precision", "recall",
-                                            "class_accuracy"]]
+    columns = ["name", "params_total", "num_samples", "fd", "fd_low", "fd_high", "precision", "recall",
+               "class_accuracy"]
+    frame = pd.DataFrame(quality["sizes"])
+    frame = frame[[c for c in columns if c in frame]]
     return frame.rename(columns={"fd": quality["metric"], "params_total": "N"})
 
 
@@ -191,7 +198,8 @@ def print_summary(summary: dict) -> None:
           + " / ".join(f"{100 * u:.0f}%" for u in tok["codebook_use_per_scale"]))
     quality = summary["quality"]
     print(f"sample quality ({quality['metric']}, {quality['protocol']['samples_per_class']} samples per class): "
-          + ", ".join(f"{q['name'].replace('VAR-mini-', '')} {q['fd']:.3f}" for q in quality["sizes"]))
+          + ", ".join(f"{q['name'].replace('VAR-mini-', '')} {q['fd']:.3f}"
+                      + (f" ±{q['fd_high'] - q['fd']:.3f}" if "fd_high" in q else "") for q in quality["sizes"]))
     print(quality["inception"].get("skipped") or f"Inception FID (largest model): {quality['inception']['fid']:.2f}")
     print("checks: " + ", ".join(f"{k}={v if not isinstance(v, float) else round(v, 3)}"
                                  for k, v in summary["checks"].items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import yaml
 
 from sweeps.demo import SIZES, write_spec
@@ -66,3 +67,33 @@ def test_quality_samples_are_named_by_their_protocol(tmp_path):
     assert quality_samples_path(tmp_path, dict(protocol, fd_method="eigh")) == path   # scoring only: same samples
     for change in ({"samples_per_class": 200}, {"sampling_seed": 1001}, {"sampling": dict(SAMPLING, cfg=2.0)}):
         assert quality_samples_path(tmp_path, protocol | change) != path, change
+
+
+def test_quality_score_carries_the_fd_interval_of_a_class_balanced_draw(tmp_path):
+    """score_run on a stored sample file (no sampling): the FD comes with its 95% interval, resampled within
+    classes, and equals the evaluator's Frechet distance on the same features."""
+    import numpy as np
+    import torch
+
+    from harness.evaluation.demo_features import SyntheticFeatureNet, embed_images, uint8_to_model_range
+    from harness.evaluation.fid import feature_statistics, frechet_distance
+    from harness.sampling.npz import write_npz
+    from sweeps.demo_quality import FD_INTERVAL, SAMPLING, quality_samples_path, score_run
+
+    torch.manual_seed(0)
+    net = SyntheticFeatureNet(num_classes=10, feature_dim=8).eval()
+    rng = np.random.default_rng(0)
+    protocol = {"samples_per_class": 10, "sampling": dict(SAMPLING), "sampling_seed": 1000,
+                "precision_recall_k": 3, "fd_method": "auto", "fd_interval": FD_INTERVAL}
+    samples = quality_samples_path(tmp_path, protocol)
+    samples.parent.mkdir(parents=True)
+    write_npz(samples, {"arr_0": rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
+                        "arr_1": np.repeat(np.arange(10), 10)})
+    ref_features = rng.normal(size=(200, 8))
+    result = score_run(tmp_path, {"depth": 2, "params_total": 1000}, net, ref_features, protocol)
+    with np.load(samples) as data:
+        features, _ = embed_images(net, uint8_to_model_range(data["arr_0"]))
+    expected = frechet_distance(*feature_statistics(features), *feature_statistics(ref_features), "sqrtm")
+    assert result["fd"] == pytest.approx(expected, rel=1e-6)
+    assert result["fd_low"] < result["fd"] < result["fd_high"] and result["fd_se"] > 0
+    assert (tmp_path / "quality" / "synthetic-features.json").is_file()
