@@ -14,6 +14,7 @@ binomial sd (0.011 at 400 sweeps).
 
     python benchmarks/bench_coverage.py --datasets 400                      # all parts
     python benchmarks/bench_coverage.py --datasets 400 --parts C            # one part
+    python benchmarks/bench_coverage.py --datasets 400 --parts chinchilla --sizes 5   # one part, 5 sizes
 """
 from __future__ import annotations
 
