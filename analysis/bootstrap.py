@@ -32,25 +32,6 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, 
     return np.quantile(samples, tail, axis=0), np.quantile(samples, 1 - tail, axis=0)
 
 
-def edge_aware_interval(samples: np.ndarray, level: float, box_low: np.ndarray, box_high: np.ndarray,
-                        reach_low: np.ndarray, reach_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval along axis 0 whose end is the box edge where the resamples pile up there.
-
-    A parameter whose resamples reach its lower edge (at or below `reach_low`) at least (1 - level)/2 of the
-    time has no data-bounded lower end: the end is the edge `box_low`, and the other end is the one-sided
-    bound, the `level` quantile, so that [edge, bound] still holds `level` of the resamples. The equal-tailed
-    rule's other end (the 1 - tail quantile) would leave only that side to miss, covering 1 - tail. The same
-    for the upper edge; where both edges are reached the interval is the whole box."""
-    tail = (1 - level) / 2
-    low, high = percentile_interval(samples, level)
-    at_low = np.mean(samples <= reach_low, axis=0) >= tail
-    at_high = np.mean(samples >= reach_high, axis=0) >= tail
-    one_sided_high, one_sided_low = np.quantile(samples, level, axis=0), np.quantile(samples, 1 - level, axis=0)
-    low = np.where(at_low, box_low, np.where(at_high, one_sided_low, low))
-    high = np.where(at_high, box_high, np.where(at_low, one_sided_high, high))
-    return low, high
-
-
 def residual_sd(log_residuals: np.ndarray, n_params: int) -> float:
     """The noise sd of a parametric bootstrap: the residual sd on n - p degrees of freedom (unbiased variance
     for least squares). Scaling it further by t_{n-p}/z, exact for a linear least-squares fit, made the

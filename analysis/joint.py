@@ -9,9 +9,7 @@ Interval: a parametric bootstrap. Each resample is the fitted law at the same (N
 whose sd is the residual sd of a least-squares fit of log L on n - 5 degrees of freedom (unbiased under
 normal noise; the Huber fit's own residuals overstate it), refitted with the same Huber loss, all
 resamples at once from the estimate (analysis/batched.py); the interval is the resamples' percentile
-interval, except where at least (1 - level)/2 of them sit on a search-box edge (E = 0, an exponent's limit):
-that end is then not identified and is the edge, and the other end is the one-sided bound (the 95th or 5th
-percentile), so that the interval still holds 95% of the resamples (the equal-tailed end would cover 97.5%). It replaced a percentile bootstrap over runs, which over-covered (up to 0.99 at a nominal 0.95).
+interval. It replaced a percentile bootstrap over runs, which over-covered (up to 0.99 at a nominal 0.95).
 It treats records as independent: with `"curves"`, records of one run share its seed, which it does not see.
 Coverage: benchmarks/bench_coverage.py.
 """
@@ -21,15 +19,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.batched import chinchilla_model, huber_lm
-from analysis.bootstrap import draw_until, edge_aware_interval, fit_rng, residual_sd
-from analysis.flags import EDGE, chinchilla_flags, chinchilla_interval_flags, outside_interval_flags, unique
+from analysis.bootstrap import draw_until, fit_rng, percentile_interval, residual_sd
+from analysis.flags import chinchilla_flags, chinchilla_interval_flags, outside_interval_flags, unique
 from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
 from analysis.results import LawFit
 
 CHINCHILLA_INTERVAL_METHOD = ("parametric bootstrap percentile: Huber refits to the fitted law plus normal noise of "
-                              "the least-squares residual sd (n - 5 degrees of freedom); where the resamples "
-                              "reach a search-box edge (E = 0, an exponent's limit) that end is the edge and "
-                              "the other end the one-sided bound")
+                              "the least-squares residual sd (n - 5 degrees of freedom)")
 LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: the batched solver does least squares
 
 
@@ -37,18 +33,6 @@ def late_records(curves: pd.DataFrame, min_fraction: float) -> pd.DataFrame:
     """Records at or after `min_fraction` of their run's last step."""
     last = curves.groupby("point_id")["step"].transform("max")
     return curves[curves["step"] >= min_fraction * last]
-
-
-def natural_box(box: list[tuple[float, float]]) -> tuple[np.ndarray, ...]:
-    """(box_low, box_high, reach_low, reach_high) of (E, A, a, B, b) in reported units: the search box of E and
-    the exponents, and how close to it counts as reaching it (the flags' EDGE). A and B have no edge of their
-    own: their box is in log units far beyond any fit (their term is unidentified when its exponent is)."""
-    (e_low, e_high), _, (a_low, a_high), _, (b_low, b_high) = box
-    box_low = np.array([np.exp(e_low), -np.inf, a_low, -np.inf, b_low])
-    box_high = np.array([np.exp(e_high), np.inf, a_high, np.inf, b_high])
-    reach_low = np.array([np.exp(e_low + EDGE), -np.inf, a_low + EDGE, -np.inf, b_low + EDGE])
-    reach_high = np.array([np.exp(e_high - EDGE), np.inf, a_high - EDGE, np.inf, b_high - EDGE])
-    return box_low, box_high, reach_low, reach_high
 
 
 def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list) -> None:
@@ -71,8 +55,7 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
             continue
         names = list(fit.params())
         model = chinchilla_model(np.log(n / fit.scales[0]), np.log(d / fit.scales[1]))
-        box = chinchilla_bounds(y)
-        lower, upper = np.array(box).T
+        lower, upper = np.array(chinchilla_bounds(y)).T
 
         rng = fit_rng(options.seed, metric, "N,D", "chinchilla")
         log_fitted = np.log(fit.predict(n, d))
@@ -95,7 +78,7 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
             skipped.append(f"{metric} vs N,D, chinchilla: {exc}")
             continue
         if len(samples):
-            low, high = edge_aware_interval(samples, options.ci_level, *natural_box(box))
+            low, high = percentile_interval(samples, options.ci_level)
         else:
             low = high = np.full(len(names), np.nan)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -109,6 +92,7 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
             y_values=y.tolist(), residuals_log=residuals.tolist(), x_unit=1.0, d_values=d.tolist(),
             note=f"N in parameters, D = {d_column}, {options.chinchilla_on} records of {runs.size} runs",
             samples=samples, interval_method=CHINCHILLA_INTERVAL_METHOD)
+        box = chinchilla_bounds(y)
         law.flags = unique(chinchilla_flags(fit, box) + chinchilla_interval_flags(law, box)
                            + outside_interval_flags(law))
         results.append(law)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.batched import chinchilla_model, huber_lm
-from analysis.bootstrap import edge_aware_interval, fit_rng
+from analysis.bootstrap import fit_rng
 from analysis.fits import fit_law, fit_sweep, frontier_law
 from analysis.flags import chinchilla_interval_flags
 from analysis.frontier import pareto_frontier
@@ -113,32 +113,6 @@ def test_chinchilla_interval_is_the_parametric_bootstrap_at_the_stated_level():
     low, high = np.quantile(theta[:, 4], [0.025, 0.975])
     assert (fit.ci_low["b"], fit.ci_high["b"]) == pytest.approx((low, high), rel=1e-9)
     assert fit.ci_low["b"] <= B_EXP <= fit.ci_high["b"]
-    # E's resamples reach E = 0 here (as in most sweeps of 5 sizes): [edge, one-sided 95% bound], still flagged
-    e_floor = np.exp(box[0][0])
-    assert np.mean(theta[:, 0] <= box[0][0] + 1e-3) >= 0.025
-    assert (fit.ci_low["E"], fit.ci_high["E"]) == pytest.approx((e_floor, np.quantile(np.exp(theta[:, 0]), 0.95)),
-                                                                rel=1e-9)
-    assert any(flag.startswith("E:") and "not identified" in flag for flag in fit.flags)
-
-
-def test_interval_end_at_a_box_edge_is_the_edge_and_the_other_end_one_sided():
-    rng = np.random.default_rng(0)
-    samples = rng.normal(1.0, 0.1, (1000, 4))
-    samples[:30, 0] = 0.0     # 3% on the lower edge (over the 2.5% tail): [0, 95th percentile]
-    samples[-50:, 1] = 20.0   # 5% on the upper edge: [5th percentile, 20]
-    samples[:20, 2] = 0.0     # 2%, under the 2.5% tail: the equal-tailed interval
-    edges = dict(box_low=np.zeros(4), box_high=np.full(4, 20.0), reach_low=np.full(4, 1e-3),
-                 reach_high=np.full(4, 20 - 1e-3))
-    low, high = edge_aware_interval(samples, 0.95, **edges)
-    assert (low[0], high[0]) == (0.0, pytest.approx(np.quantile(samples[:, 0], 0.95), rel=1e-12))
-    assert (low[1], high[1]) == (pytest.approx(np.quantile(samples[:, 1], 0.05), rel=1e-12), 20.0)
-    for column in (2, 3):
-        assert (low[column], high[column]) == pytest.approx(tuple(np.quantile(samples[:, column], [0.025, 0.975])),
-                                                            rel=1e-12)
-    # both edges reached: the whole box
-    samples[-50:, 0] = 20.0
-    low, high = edge_aware_interval(samples, 0.95, **edges)
-    assert (low[0], high[0]) == (0.0, 20.0)
 
 
 def test_chinchilla_interval_at_the_search_box_is_flagged_not_identified():
