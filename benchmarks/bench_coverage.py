@@ -14,6 +14,7 @@ binomial sd (0.011 at 400 sweeps).
 
     python benchmarks/bench_coverage.py --datasets 400                      # all parts
     python benchmarks/bench_coverage.py --datasets 400 --parts C            # one part
+    python benchmarks/bench_coverage.py --datasets 400 --parts chinchilla --sizes 5   # one part, 5 sizes
 """
 from __future__ import annotations
 
@@ -150,25 +151,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-saturating", type=float, default=0.01,
                         help="log-normal sd of the law with a constant, the Chinchilla form and the curves")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (the fit's default)")
+    parser.add_argument("--sizes", default="5,8", help="numbers of model sizes (5: the paper's depths; 8)")
     parser.add_argument("--records", default="20,12", help="records per training curve for the laws against C")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
+    sizes = [int(count) for count in args.sizes.split(",")]
     print(f"{'form':<15} {'sizes':>5} {'param':<6} {'coverage':>8} {'in [0.93,0.97]':>14} {'not identified':>14} "
           f"{'s':>6}")
     ok = True
     with threadpool_limits(limits=1):
         for form, noise in ((("paper", args.noise_paper), ("saturating", args.noise_saturating))
                             if "N" in parts else ()):
-            for n_sizes in SIZES:
+            for n_sizes in sizes:
                 rates, unbounded, seconds = coverage(form, n_sizes, args.datasets, noise, args.level)
                 ok &= _row(form, n_sizes, rates, unbounded, seconds)
-        for n_sizes in SIZES if "chinchilla" in parts else ():
+        for n_sizes in sizes if "chinchilla" in parts else ():
             rates, unbounded, seconds = chinchilla_coverage(n_sizes, args.datasets, args.noise_saturating,
                                                             args.level, args.n_boot)
             ok &= _row("chinchilla", n_sizes, rates, unbounded, seconds)
         for records in map(int, args.records.split(",")) if "C" in parts else ():
             for form in ("paper", "saturating"):
-                for n_sizes in SIZES:
+                for n_sizes in sizes:
                     rates, unbounded, seconds, truth = frontier_coverage(
                         form, n_sizes, args.datasets, args.noise_saturating, args.level, args.n_boot, records)
                     ok &= _row(f"{form} vs C", n_sizes, rates, unbounded, seconds,
