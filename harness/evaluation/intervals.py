@@ -116,6 +116,11 @@ def _factor(sigma: np.ndarray) -> np.ndarray:
         return v * np.sqrt(np.clip(w, 0, None))
 
 
+def _frechet_from_spectrum(mean_diff, trace_samples: float, trace_ref: float, eigenvalues) -> float:
+    """|mu2 - mu1|^2 + tr S2 + tr S1 - 2 tr sqrt(S1 S2), the trace from the eigenvalues of B^T S2 B."""
+    return float(mean_diff @ mean_diff + trace_samples + trace_ref - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
 def fid_bootstrap_interval(features_ND, ref_mu, ref_sigma, rounds: int, seed: int, strata=None) -> dict:
     import torch
 
@@ -134,8 +139,7 @@ def fid_bootstrap_interval(features_ND, ref_mu, ref_sigma, rounds: int, seed: in
         inner = (centred_y * w[:, None]).T @ centred_y / (n - 1)
         trace_s1 = float((w @ (x - mu) ** 2).sum()) / (n - 1)
         eigenvalues = np.linalg.eigvalsh(inner.numpy())
-        diff = mu.numpy() - ref_mu
-        values.append(diff @ diff + trace_s1 + trace_ref - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+        values.append(_frechet_from_spectrum(mu.numpy() - ref_mu, trace_s1, trace_ref, eigenvalues))
     return summarise(values, rounds, seed, f"reference statistics held fixed; {_resampling(strata)}")
 
 
@@ -165,7 +169,7 @@ def fid_delta_interval(features_ND, ref_mu, ref_sigma, strata=None) -> dict:
     b = _factor(ref_sigma)
     w, v = np.linalg.eigh(b.T @ sigma @ b)
     w = np.clip(w, 0, None)
-    value = float((mu - ref_mu) @ (mu - ref_mu) + np.trace(sigma) + np.trace(ref_sigma) - 2 * np.sqrt(w).sum())
+    value = _frechet_from_spectrum(mu - ref_mu, np.trace(sigma), np.trace(ref_sigma), w)
     # A zero eigenvalue has no derivative; its direction carries no sample variance either, so it gets weight 0.
     weight = np.where(w > w.max() * 1e-12, w, np.inf) ** -0.25
     rotated = centred @ (b @ v) * weight

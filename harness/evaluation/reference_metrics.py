@@ -21,7 +21,7 @@ def _statistics(source: ImageSource, raw, mu_key: str, sigma_key: str):
     return (source.stats[mu_key], source.stats[sigma_key]) if raw is None else fid.feature_statistics(raw)
 
 
-def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, which, metrics, intervals_out):
+def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, which, metrics, intervals_out, strata):
     s_raw = _raw(samples, sample_feats, mu_key, which)
     r_raw = _raw(ref, ref_feats, mu_key, which)
     r_mu, r_sigma = _statistics(ref, r_raw, mu_key, sigma_key)
@@ -31,7 +31,7 @@ def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, whic
     name = "fid" if mu_key == "mu" else "sfid"
     delta = None
     if s_raw is not None and cfg.fid_interval == "delta" and len(s_raw) > np.shape(s_raw)[1]:
-        delta = intervals.fid_delta_interval(s_raw, r_mu, r_sigma, intervals.balanced_strata(samples.labels))
+        delta = intervals.fid_delta_interval(s_raw, r_mu, r_sigma, strata)
         intervals_out[name] = {k: v for k, v in delta.items() if k != "value"}
     if delta is not None and method == "eigh":
         metrics[name] = delta["value"]   # the eigh route on the samples' own statistics, already done there
@@ -40,8 +40,7 @@ def _frechet(cfg, samples, sample_feats, ref, ref_feats, mu_key, sigma_key, whic
         metrics[name] = fid.frechet_distance(s_mu, s_sigma, r_mu, r_sigma, method, s_raw, r_raw)
     if s_raw is not None and cfg.fid_interval == "bootstrap":
         intervals_out[name] = intervals.fid_bootstrap_interval(s_raw, r_mu, r_sigma, cfg.fid_bootstrap_rounds,
-                                                               cfg.bootstrap_seed,
-                                                               intervals.balanced_strata(samples.labels))
+                                                               cfg.bootstrap_seed, strata)
     return method
 
 
@@ -53,10 +52,12 @@ def reference_metrics(cfg, samples: ImageSource, sample_feats, ref: ImageSource,
                         f"{ref.num_images} images (ADM reference batches store full-dataset statistics)")
     if "mu" in samples.stats:
         warnings.append(f"{samples.path}: carries its own mu/sigma; FID uses them (as ADM does), not its images")
+    strata = intervals.balanced_strata(samples.labels)   # every interval below resamples alike
     done = {"fid_trace_sqrt": _frechet(cfg, samples, sample_feats, ref, ref_feats, "mu", "sigma", "pool",
-                                       metrics, intervals_out)}
+                                       metrics, intervals_out, strata)}
     if "mu_s" in ref.stats or ref_feats is not None:
-        _frechet(cfg, samples, sample_feats, ref, ref_feats, "mu_s", "sigma_s", "spatial", metrics, intervals_out)
+        _frechet(cfg, samples, sample_feats, ref, ref_feats, "mu_s", "sigma_s", "spatial", metrics, intervals_out,
+                 strata)
     else:
         warnings.append(f"{ref.path}: no mu_s/sigma_s and no images; sFID not computed")
     if ref_feats is None:
@@ -71,7 +72,7 @@ def reference_metrics(cfg, samples: ImageSource, sample_feats, ref: ImageSource,
         done["pr_float32_fallback_blocks"] = pr.float32_fallback_blocks
         if cfg.bootstrap_rounds > 1:
             intervals_out.update(intervals.precision_recall_interval(pr, cfg.bootstrap_rounds, cfg.bootstrap_seed,
-                                                                     intervals.balanced_strata(samples.labels)))
+                                                                     strata))
     if cfg.kid_subsets > 0 and min(len(ref_feats), len(sample_feats)) >= 2:
         kid = intervals.kid(sample_feats.pool, ref_feats.pool, cfg.kid_subsets, seed=cfg.kid_seed)
         metrics["kid"], metrics["kid_std"] = kid["kid"], kid["kid_std"]
