@@ -11,8 +11,9 @@ h = round(mlp_ratio * C), L tokens, V codes, Cvae latent channels, S scales, d b
              + 2 L C V + 4 C^2             head and its AdaLN
              + 2 (L - first_l) Cvae C      word embedding of the teacher-forcing input
 
-  A = L^2 for the dense masked attention that training executes (`attention="dense"`), or the number of
-  visible block-causal pairs sum_k n_k * cum_k (`attention="causal"`).
+  A = L^2 for the release's dense masked attention (`attention="dense"`; what CUDA executes, and what the compute
+  axis counts on every device), or the number of visible block-causal pairs sum_k n_k * cum_k
+  (`attention="causal"`; about what the CPU's per-scale blocks execute, models/block_attention.py).
 
   training step = 3 x forward(dense) - 2 (L - first_l) Cvae C: the backward pass costs twice the forward,
   except that the word embedding's input needs no gradient.
@@ -55,7 +56,8 @@ def forward_flops(spec: VARSpec, attention: str = "dense") -> int:
 
 
 def train_flops_per_image(spec: VARSpec) -> int:
-    """FLOPs of forward + backward for one image (dense attention, as training executes it)."""
+    """FLOPs of forward + backward for one image with the release's dense masked attention (what CUDA runs; a
+    CPU skips the masked products, models/block_attention.py, but the compute axis stays device-independent)."""
     first_l = spec.patch_nums[0] ** 2
     return 3 * forward_flops(spec, "dense") - 2 * (spec.L - first_l) * spec.tokenizer.z_channels * spec.width
 

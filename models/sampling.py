@@ -64,6 +64,35 @@ def _draw_among_top_k(top_NK: torch.Tensor, top_idx_NK: torch.Tensor, top_p: flo
         remove_NK[:, -1] = False  # the most likely token always survives
         top_NK = ascending_NK.masked_fill_(remove_NK, -torch.inf).flip(-1)
     probs_NK = top_NK.softmax(dim=-1)
-    noise_NV = torch.empty(top_NK.shape[0], V, device=top_NK.device, dtype=probs_NK.dtype).exponential_(generator=rng)
-    best_N1 = (probs_NK / noise_NV.gather(1, top_idx_NK)).argmax(dim=-1, keepdim=True)
+    best_N1 = (probs_NK / exponential_noise_at(top_idx_NK, V, rng, probs_NK.dtype)).argmax(dim=-1, keepdim=True)
     return top_idx_NK.gather(1, best_N1)
+
+
+def exponential_noise_at(idx_NK: torch.Tensor, V: int, rng: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    """The values at `idx_NK` of `torch.empty(N, V, dtype=dtype).exponential_(generator=rng)`, advancing `rng` as
+    that call does.
+
+    On a CPU generator, PyTorch draws each exponential as -log1p(-u) of one double-precision uniform u, serially,
+    then rounds it to `dtype`; `torch.rand(..., dtype=float64)` consumes the generator identically, so the same u
+    come out at a third of the cost, and the logarithm is needed only at the k kept positions of each row. Whether
+    this equality holds is checked once per process and dtype on a private generator (`_cpu_stream_matches`), and
+    the plain `exponential_` is used where it does not (other devices or PyTorch versions).
+    """
+    N = idx_NK.shape[0]
+    generator_device = rng.device if rng is not None else torch.device("cpu")
+    if idx_NK.device.type == "cpu" and generator_device.type == "cpu" and _cpu_stream_matches(dtype):
+        u_NK = torch.rand(N, V, generator=rng, dtype=torch.float64).gather(1, idx_NK)
+        return u_NK.neg_().log1p_().neg_().to(dtype)
+    noise_NV = torch.empty(N, V, device=idx_NK.device, dtype=dtype).exponential_(generator=rng)
+    return noise_NV.gather(1, idx_NK)
+
+
+_STREAM_CHECKED: dict[torch.dtype, bool] = {}
+
+
+def _cpu_stream_matches(dtype: torch.dtype) -> bool:
+    if dtype not in _STREAM_CHECKED:
+        exact = torch.empty(64, 4096, dtype=dtype).exponential_(generator=torch.Generator().manual_seed(1234))
+        uniform = torch.rand(64, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(1234))
+        _STREAM_CHECKED[dtype] = torch.equal(uniform.neg().log1p().neg().to(dtype), exact)
+    return _STREAM_CHECKED[dtype]

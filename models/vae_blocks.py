@@ -47,8 +47,9 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x_BCHW)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        in_place = not torch.is_grad_enabled()  # the norms' outputs are fresh; autograd needs them kept
+        h = self.conv1(F.silu(self.norm1(x_BCHW), inplace=in_place))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=in_place)))
         return self.nin_shortcut(x_BCHW) + h
 
 

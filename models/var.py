@@ -15,7 +15,8 @@ import torch.nn as nn
 from .edit import keep_given_tokens
 from .quant import PATCH_NUMS_256
 from .sampling import gumbel_softmax_with_rng, sample_ids_top_k_top_p, sample_with_top_k_top_p_
-from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, BlockCausalMask, SharedAdaLin
+from .block_attention import BlockCausalMask
+from .var_blocks import AdaLNBeforeHead, AdaLNSelfAttn, SharedAdaLin
 from .vqvae import VQVAE
 
 
@@ -82,11 +83,11 @@ class VAR(nn.Module):
         # a query sees every key of its own or a coarser scale
         mask = torch.where(d_1L1 >= d_1L1.transpose(1, 2), 0.0, -torch.inf).reshape(1, 1, self.L, self.L)
         self.register_buffer("attn_bias_for_masking", mask.contiguous())
-        # None: one dense masked attention over all L tokens, the release's way (the default: on a CPU the per-scale
-        # blocks were not faster, their slicing costs as much in the backward as the skipped products save;
-        # benchmarks/RESULTS.md). An int: per-scale blocks for scales of at least that many tokens, the smaller
-        # ones grouped (BlockCausalMask); 64 skips 38% of the products at the release's 10 scales.
-        self.block_causal_min_tokens: int | None = None
+        # On a CPU, teacher-forced attention runs per-scale blocks for scales of at least this many tokens, the
+        # smaller ones grouped (models/block_attention.py; 16 skips 38% of the products at the release's 10 scales
+        # and was the fastest on a 2-core CPU, benchmarks/RESULTS.md). None: one dense masked attention over all L
+        # tokens, the release's way, which is also what CUDA runs (a fused kernel there).
+        self.block_causal_min_tokens: int | None = 16
 
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
         self.head = nn.Linear(self.C, self.V)
@@ -121,7 +122,7 @@ class VAR(nn.Module):
         main_type = _main_dtype(device_type)
         cond_BD_or_gss = self.shared_ada_lin(cond_BD).to(main_type)
         attn_bias = self.attn_bias_for_masking.to(main_type)
-        if self.block_causal_min_tokens is not None:
+        if self.block_causal_min_tokens is not None and device_type == "cpu":
             attn_bias = BlockCausalMask([pn * pn for pn in self.patch_nums], attn_bias, self.block_causal_min_tokens)
         x_BLC = x_BLC.to(main_type)
         for block in self.blocks:

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .block_attention import BlockCausalMask
+
 
 class DropPath(nn.Module):
     """Stochastic depth per sample (training only)."""
@@ -39,36 +41,6 @@ class FFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.act(self.fc1(x))))
-
-
-class BlockCausalMask:
-    """Block-causal attention over scales without a dense L x L mask: the queries of a scale see the keys of that
-    scale and all coarser ones, so each large scale attends, unmasked, to the key prefix that ends with it. Scales
-    below `min_tokens` tokens are grouped into one leading chunk that uses its slice of the dense mask. This skips
-    the masked-out products (about 38% of them at the release's 10 scales) and the mask reads.
-    """
-
-    def __init__(self, scale_lengths: list[int], dense_11LL: torch.Tensor, min_tokens: int = 64):
-        self.chunks: list[tuple[int, int, torch.Tensor | None]] = []  # (query begin, query end = key end, mask)
-        small_begin, small_scales, end = 0, 0, 0
-        for n in list(scale_lengths) + [None]:
-            if small_scales and (n is None or n >= min_tokens):  # close the group of small scales before it
-                mask = dense_11LL[:, :, small_begin:end, :end] if small_scales > 1 else None
-                self.chunks.append((small_begin, end, mask))
-                small_scales = 0
-            if n is None:
-                break
-            if n >= min_tokens:
-                self.chunks.append((end, end + n, None))
-            else:
-                small_begin, small_scales = (small_begin, small_scales + 1) if small_scales else (end, 1)
-            end += n
-
-    def attend(self, q_BHLc, k_BHLc, v_BHLc, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
-        outs = [F.scaled_dot_product_attention(q_BHLc[:, :, begin:end], k_BHLc[:, :, :end], v_BHLc[:, :, :end],
-                                               attn_mask=mask, dropout_p=dropout_p, scale=scale)
-                for begin, end, mask in self.chunks]
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
 class SelfAttention(nn.Module):

@@ -77,7 +77,11 @@ class VQVAE(nn.Module):
         return self.quant_conv(self.encoder(inp_img))
 
     def fhat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(f_hat)).clamp_(-1, 1)
+        if f_hat.device.type == "cpu":
+            # oneDNN's convolutions run about 25% faster on channels-last inputs (the decoder is about a third of
+            # sampling on a CPU); the result equals the contiguous one to float rounding
+            f_hat = f_hat.contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.post_quant_conv(f_hat)).clamp_(-1, 1).contiguous()
 
     def img_to_idxBl(self, inp_img_no_grad: torch.Tensor, v_patch_nums=None) -> list[torch.Tensor]:
         return self.quantize.f_to_idxBl_or_fhat(self.img_to_f(inp_img_no_grad), to_fhat=False,

@@ -93,6 +93,11 @@ def _check_flops(spec):
     x = torch.randn(B, spec.L - spec.patch_nums[0] ** 2, spec.tokenizer.z_channels)
     labels = torch.tensor([0, 1])
     var.cond_drop_rate = 0.0
+    var.block_causal_min_tokens = 1  # every scale its own block: exactly the visible query-key pairs
+    with FlopCounterMode(display=False) as counter:
+        var(labels, x)
+    assert counter.get_total_flops() == pytest.approx(B * forward_flops(spec, "causal"), rel=1e-3)
+    var.block_causal_min_tokens = None  # the release's dense masked attention, what the compute axis counts
     with FlopCounterMode(display=False) as counter:
         var(labels, x)
     assert counter.get_total_flops() == pytest.approx(B * forward_flops(spec, "dense"), rel=1e-3)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.sampling import sample_ids_top_k_top_p, sample_with_top_k_top_p_
-from models.var_blocks import BlockCausalMask, SelfAttention
+from models.block_attention import BlockCausalMask
+from models.var_blocks import SelfAttention
 
 PATCH_NUMS_10 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 

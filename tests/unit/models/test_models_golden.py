@@ -90,8 +90,8 @@ def test_ten_scale_tokenizer(golden):
 
 
 # attention paths: None = the release's dense masked attention; 64 = per-scale blocks for scales of >= 64 tokens
-# (the default: at 10 scales, 4 unmasked blocks and one masked group); 1 = every scale its own block
-ATTENTION_PATHS = [None, 64, 1]
+# (at 10 scales, 4 unmasked blocks and one masked group); 16 = the CPU default; 1 = every scale its own block
+ATTENTION_PATHS = [None, 16, 64, 1]
 
 
 @pytest.mark.parametrize("min_tokens", ATTENTION_PATHS)
