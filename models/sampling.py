@@ -81,7 +81,11 @@ def exponential_noise_at(idx_NK: torch.Tensor, V: int, rng: torch.Generator | No
     N = idx_NK.shape[0]
     generator_device = rng.device if rng is not None else torch.device("cpu")
     if idx_NK.device.type == "cpu" and generator_device.type == "cpu" and _cpu_stream_matches(dtype):
-        u_NK = torch.rand(N, V, generator=rng, dtype=torch.float64).gather(1, idx_NK)
+        # rows in blocks of at most 8 MiB of uniforms: the stream is row-major, so blocks consume it as one draw
+        # would, and a block stays below glibc's mmap threshold (no fresh pages to fault in per scale)
+        rows = max(1, (1 << 20) // V)
+        u_NK = torch.cat([torch.rand(min(rows, N - begin), V, generator=rng, dtype=torch.float64)
+                          .gather(1, idx_NK[begin:begin + rows]) for begin in range(0, N, rows)])
         return u_NK.neg_().log1p_().neg_().to(dtype)
     noise_NV = torch.empty(N, V, device=idx_NK.device, dtype=dtype).exponential_(generator=rng)
     return noise_NV.gather(1, idx_NK)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.sampling import sample_ids_top_k_top_p, sample_with_top_k_top_p_
+import models.sampling as sampling_module
+from models import VQVAE
+from models.sampling import _cpu_stream_matches, exponential_noise_at, sample_ids_top_k_top_p, sample_with_top_k_top_p_
 from models.block_attention import BlockCausalMask
 from models.var_blocks import SelfAttention
 
@@ -87,3 +89,33 @@ def test_preallocated_kv_cache_keeps_one_buffer_and_refuses_overflow():
             attn(torch.randn(2, 1, 16), None)
     attn.kv_caching(False)
     assert attn.cached_k_BHLc is None and attn.cached_len == 0
+
+
+def test_cpu_exponential_noise_is_the_exponential_draw_at_the_kept_positions():
+    # 600 rows of 4096: more than one block of uniforms, so the blocks must consume the stream as one draw does
+    assert _cpu_stream_matches(torch.float32), "the fast path is off on this PyTorch; the test would prove nothing"
+    idx_NK = torch.randint(0, 4096, (600, 900), generator=torch.Generator().manual_seed(0))
+    fast_rng, slow_rng = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    fast = exponential_noise_at(idx_NK, 4096, fast_rng, torch.float32)
+    slow = torch.empty(600, 4096).exponential_(generator=slow_rng).gather(1, idx_NK)
+    assert torch.equal(fast, slow)
+    assert torch.equal(torch.rand(8, generator=fast_rng), torch.rand(8, generator=slow_rng))
+
+
+def test_exponential_noise_falls_back_to_exponential_where_the_stream_differs(monkeypatch):
+    monkeypatch.setitem(sampling_module._STREAM_CHECKED, torch.float32, False)
+    idx_NK = torch.randint(0, 64, (5, 7), generator=torch.Generator().manual_seed(1))
+    noise = exponential_noise_at(idx_NK, 64, torch.Generator().manual_seed(2), torch.float32)
+    expected = torch.empty(5, 64).exponential_(generator=torch.Generator().manual_seed(2)).gather(1, idx_NK)
+    assert torch.equal(noise, expected)
+
+
+def test_cpu_decode_one_image_at_a_time_equals_the_batched_decode():
+    torch.manual_seed(0)
+    vae = VQVAE(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2), test_mode=True, v_patch_nums=(1, 2, 4)).eval()
+    f_hat = torch.randn(3, 8, 4, 4)
+    with torch.no_grad():
+        per_image = vae.fhat_to_img(f_hat)
+    batched = vae.fhat_to_img(f_hat).detach()  # with autograd on, the batched contiguous path
+    assert per_image.is_contiguous() and per_image.shape == batched.shape
+    torch.testing.assert_close(per_image, batched, atol=1e-5, rtol=1e-5)
