@@ -110,12 +110,12 @@ def test_exponential_noise_falls_back_to_exponential_where_the_stream_differs(mo
     assert torch.equal(noise, expected)
 
 
-def test_cpu_decode_one_image_at_a_time_equals_the_batched_decode():
+def test_cpu_channels_last_decode_equals_the_contiguous_decode():
     torch.manual_seed(0)
     vae = VQVAE(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2), test_mode=True, v_patch_nums=(1, 2, 4)).eval()
     f_hat = torch.randn(3, 8, 4, 4)
     with torch.no_grad():
-        per_image = vae.fhat_to_img(f_hat)
-    batched = vae.fhat_to_img(f_hat).detach()  # with autograd on, the batched contiguous path
-    assert per_image.is_contiguous() and per_image.shape == batched.shape
-    torch.testing.assert_close(per_image, batched, atol=1e-5, rtol=1e-5)
+        channels_last = vae.fhat_to_img(f_hat)
+    contiguous = vae.fhat_to_img(f_hat).detach()  # with autograd on, the contiguous path
+    assert channels_last.is_contiguous() and channels_last.shape == contiguous.shape
+    torch.testing.assert_close(channels_last, contiguous, atol=1e-5, rtol=1e-5)
