@@ -86,8 +86,9 @@ class VAR(nn.Module):
         # On a CPU, teacher-forced attention runs per-scale blocks for scales of at least this many tokens, the
         # smaller ones grouped (models/block_attention.py; 16 skips 38% of the products at the release's 10 scales
         # and was the fastest on a 2-core CPU, benchmarks/RESULTS.md). None: one dense masked attention over all L
-        # tokens, the release's way, which is also what CUDA runs (a fused kernel there).
-        self.block_causal_min_tokens: int | None = 16
+        # tokens, the release's way, which is also what CUDA runs (a fused kernel there). Off by default for short
+        # token maps: at 30 and 130 tokens the per-block operations cost what the skipped products save.
+        self.block_causal_min_tokens: int | None = 16 if self.L >= 256 else None
 
         self.head_nm = AdaLNBeforeHead(self.C, self.D, norm_eps=norm_eps)
         self.head = nn.Linear(self.C, self.V)
