@@ -36,6 +36,7 @@ class BlockCausalMask:
             else:
                 small_begin, small_scales = (small_begin, small_scales + 1) if small_scales else (end, 1)
             end += n
+        self.pairs = sum((end - begin) * end for begin, end, _ in self.chunks)  # query-key products computed
 
     def attend(self, q_BHLc, k_BHLc, v_BHLc, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
         if dropout_p > 0:  # attention dropout (off in every released config) needs the fused kernel's dropout

@@ -119,3 +119,25 @@ def test_cpu_channels_last_decode_equals_the_contiguous_decode():
     contiguous = vae.fhat_to_img(f_hat).detach()  # with autograd on, the contiguous path
     assert channels_last.is_contiguous() and channels_last.shape == contiguous.shape
     torch.testing.assert_close(channels_last, contiguous, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_training_keeps_dense_attention_when_the_block_probabilities_exceed_the_budget(monkeypatch):
+    import models.var as var_module
+    from models.registry import TOKENIZERS, build, var_spec
+
+    spec = var_spec("VAR-mini-d2", tokenizer=TOKENIZERS["mini-f8-32px"])
+    _, var = build(spec)
+    var.block_causal_min_tokens = 16
+    x = torch.randn(2, spec.L - 1, spec.tokenizer.z_channels)
+    labels = torch.tensor([0, 1])
+    used = []
+    monkeypatch.setattr(BlockCausalMask, "attend", lambda self, *a, **k: used.append(1) or torch.zeros_like(a[0]))
+    var(labels, x).sum().backward()
+    assert used, "within the budget, training uses the blocks"
+    used.clear()
+    monkeypatch.setattr(var_module, "BLOCK_PROBABILITIES_BUDGET_BYTES", 0)
+    var(labels, x).sum().backward()
+    assert not used, "past the budget, training must use the dense kernel"
+    with torch.no_grad():
+        var(labels, x)
+    assert used, "without autograd nothing is kept, so the blocks are used whatever the budget"
