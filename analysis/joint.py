@@ -41,12 +41,25 @@ CHINCHILLA_INTERVAL_METHOD = (
     "A, a, b: parametric bootstrap percentile, Huber refits to the fitted law plus normal noise of the "
     "least-squares residual sd (n - 5 degrees of freedom)")
 LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: the batched solver does least squares
+LEAST_SQUARES_E_STARTS = (0.3, 0.7, 0.95)  # extra starts of the least-squares fit: E as fractions of min L
 
 
 def late_records(curves: pd.DataFrame, min_fraction: float) -> pd.DataFrame:
     """Records at or after `min_fraction` of their run's last step."""
     last = curves.groupby("point_id")["step"].transform("max")
     return curves[curves["step"] >= min_fraction * last]
+
+
+def least_squares_fit(model, huber_theta: np.ndarray, log_y: np.ndarray, lower: np.ndarray,
+                      upper: np.ndarray) -> np.ndarray:
+    """The least-squares fit of log L, (1, 5): from the Huber estimate and from it with E moved to 0.3, 0.7 and
+    0.95 of the smallest loss, the best. From a Huber estimate at E ~ 0 alone the solver stays there (E's
+    gradient vanishes) even where a lower least-squares optimum has E > 0."""
+    starts = np.tile(huber_theta, (1 + len(LEAST_SQUARES_E_STARTS), 1))
+    starts[1:, 0] = np.log(np.exp(log_y).min() * np.array(LEAST_SQUARES_E_STARTS))
+    theta = huber_lm(model, starts, log_y, np.ones((starts.shape[0], log_y.size)), LEAST_SQUARES_DELTA, lower,
+                     upper)
+    return theta[[int(np.argmin(((model(theta)[0] - log_y) ** 2).sum(axis=1)))]]
 
 
 def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list) -> None:
@@ -76,8 +89,7 @@ def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list
         log_fitted = np.log(fit.predict(n, d))
         # the noise sd from the least-squares residuals (unbiased on n - 5 degrees of freedom); the Huber
         # estimate's own residuals overstate it (about 6% at sd 0.01 in simulation)
-        least_squares = huber_lm(model, fit.theta[None, :], np.log(y), np.ones((1, y.size)), LEAST_SQUARES_DELTA,
-                                 lower, upper)
+        least_squares = least_squares_fit(model, fit.theta, np.log(y), lower, upper)
         noise_sd = residual_sd(np.log(y) - model(least_squares)[0][0], len(names))
 
         def draw(batch, fit=fit, log_fitted=log_fitted, noise_sd=noise_sd, rng=rng):
