@@ -34,8 +34,11 @@ def chinchilla_model(log_n: np.ndarray, log_d: np.ndarray) -> Model:
 
 def huber_lm(model: Model, theta0: np.ndarray, log_y: np.ndarray, weights: np.ndarray, delta: float,
              lower: np.ndarray, upper: np.ndarray, max_iter: int = 200, rel_tol: float = 1e-10,
-             step_tol: float = 1e-9) -> np.ndarray:
+             step_tol: float = 1e-9, fixed: int | None = None) -> np.ndarray:
     """Minimise sum_i weights[b, i] * huber(model(theta_b)_i - log_y[b, i]) for every row b; returns (B, p).
+
+    `fixed`: a coordinate held at its theta0 value in every row (a profile likelihood); the step is the exact
+    constrained one (its row and column drop out of the normal equations), not a clipped full step.
 
     log_y is one target vector for every row (n,) or one per row (B, n) (a parametric bootstrap)."""
     theta = np.array(theta0, dtype=float)
@@ -61,6 +64,9 @@ def huber_lm(model: Model, theta0: np.ndarray, log_y: np.ndarray, weights: np.nd
         j_t = j.transpose(0, 2, 1)
         hess = (j_t * (w * omega)[:, None, :]) @ j
         grad = (j_t @ (w * psi)[:, :, None])[:, :, 0]
+        if fixed is not None:
+            hess[:, fixed, :], hess[:, :, fixed], grad[:, fixed] = 0.0, 0.0, 0.0
+            hess[:, fixed, fixed] = 1.0
         diag = np.diagonal(hess, axis1=1, axis2=2)
         damped = hess + damping[active, None, None] * (diag[:, :, None] * np.eye(n_params)) + ridge
         step = -np.linalg.solve(damped, grad[:, :, None])[:, :, 0]

@@ -1,7 +1,8 @@
 """Bootstrap helpers: a generator per fit, percentile intervals, resample counts, the parametric noise sd.
 
-The Chinchilla form's interval is a parametric bootstrap (analysis/joint.py): refits, all resamples at once
-(analysis/batched.py), to the fitted law plus normal noise of the residual sd. Resamples whose refit is not
+The Chinchilla form's intervals of A, a and b are a parametric bootstrap (analysis/joint.py): refits, all
+resamples at once (analysis/batched.py), to the fitted law plus normal noise of the residual sd (E's interval
+inverts a parametric-bootstrap test instead, analysis/joint_e_test.py). Resamples whose refit is not
 finite are dropped and more are drawn, up to MAX_DRAW_FACTOR times the requested number; the count of usable
 resamples is reported with every fit. The laws against N have exact or profile-likelihood intervals
 (analysis/intervals.py), those against compute a residual bootstrap of their own (analysis/frontier_fit.py).

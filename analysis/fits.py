@@ -10,7 +10,8 @@ Forms: the VAR paper's pure power law (log-log least squares + Pearson r), the p
 (analysis/joint.py, Huber on log L as Hoffmann et al.).
 Intervals: exact t / Fieller intervals for the pure power law against N, profile likelihood for the power law
 plus constant against N (analysis/intervals.py), a basic residual bootstrap of smoothing, frontier and fit for
-the laws against C (analysis/frontier_fit.py), a parametric bootstrap for the Chinchilla form.
+the laws against C (analysis/frontier_fit.py); for the Chinchilla form a parametric bootstrap (A, a, b), the
+profile likelihood (B) and an inverted parametric-bootstrap test (E) (analysis/joint.py).
 Every fit carries flags (analysis/flags.py) and a hold-out-largest extrapolation test: refit without the
 largest model size and predict it (for C: predict the frontier beyond the compute the remaining runs reached).
 """

@@ -55,12 +55,17 @@ def chinchilla_flags(fit, bounds: list[tuple[float, float]]) -> list[str]:
 
 
 def chinchilla_interval_flags(law, bounds: list[tuple[float, float]]) -> list[str]:
-    """An interval that reaches the search box (an exponent at 1e-6 or 20, E at ~0) is not identified; so is
-    the coefficient of a term whose exponent is not."""
+    """An interval that reaches the search box (an exponent at 1e-6 or 20, E at ~0) or runs to 0 or infinity (the
+    profile of B) is not identified; so is the coefficient of a term whose exponent is not."""
     flags = []
     e_floor = np.exp(bounds[0][0] + EDGE)
     if law.ci_low.get("E", np.nan) <= e_floor:
-        flags.append("E: the data do not bound its lower end (not identified; resamples reach E = 0)")
+        flags.append("E: the data do not bound its lower end (not identified; the interval reaches E = 0)")
+    for name, end, value, bound in (("E", "upper", law.ci_high.get("E", np.nan), np.inf),
+                                    ("B", "lower", law.ci_low.get("B", np.nan), 0.0),
+                                    ("B", "upper", law.ci_high.get("B", np.nan), np.inf)):
+        if value == bound:
+            flags.append(f"{name}: the data do not bound its {end} end (not identified)")
     for exponent, coefficient, (low, high) in (("a", "A", bounds[2]), ("b", "B", bounds[4])):
         if law.ci_low.get(exponent, np.nan) <= low + EDGE or law.ci_high.get(exponent, np.nan) >= high - EDGE:
             flags.append(f"{exponent}, {coefficient}: the resamples reach the edge of the exponent's search box "

@@ -6,7 +6,7 @@ binomial sd (0.011 at 400 sweeps).
 - N: one final loss per model size at the VAR paper's depths, from a known law times log-normal noise, through
   `analysis.fits.fit_law` (exact t / Fieller, profile likelihood);
 - chinchilla: runs of every size at 4 training lengths from E + A/N^a + B/D^b, through `fit_sweep`
-  (parametric bootstrap);
+  (parametric bootstrap for A, a, b; profile likelihood for B; inverted parametric-bootstrap test for E);
 - C: training curves of every size (records log-spaced over two decades of images seen) from the same law,
   through `analysis.fits.frontier_law` (smoothed frontier, basic residual bootstrap). The curves have no true
   power law in C, so the truth is the pseudo-true one: the same law fitted to the noise-free frontier (the

@@ -97,7 +97,7 @@ def test_chinchilla_interval_is_the_parametric_bootstrap_at_the_stated_level():
                                                             "err_mean": flat}).assign(tokens_seen=np.nan)
     fit = fit_sweep(table, metrics=("loss_last",), against=("N",), forms=("paper",), n_boot=300, seed=5,
                     ci_level=0.95).get("loss_last", "N,D", "chinchilla")
-    assert fit.interval_method.startswith("parametric bootstrap percentile") and fit.n_boot == 300
+    assert "A, a, b: parametric bootstrap percentile" in fit.interval_method and fit.n_boot == 300
     # rebuilt from the definition: Huber refits to the fitted law plus normal noise of the least-squares residual
     # sd (n - 5 degrees of freedom)
     n, d, y = (np.array(values) for values in (fit.x_values, fit.d_values, fit.y_values))  # in the fit's order
