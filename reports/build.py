@@ -113,8 +113,9 @@ FIT_METHOD = ("Points against N: the final validation record of each model size;
               "log L, profile-likelihood intervals calibrated with the t distribution; an end the data do not "
               "bound is reported as not identified (0 or infinity). Laws against C: basic bootstrap interval "
               "over residuals within runs, re-smoothing, re-taking the frontier and re-fitting each resample. "
-              "E + A/N^a + B/D^b: Huber loss on log L, parametric bootstrap (refits to the fitted law plus noise "
-              "of the least-squares residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
+              "E + A/N^a + B/D^b: Huber loss on log L; E's interval by inverting a parametric-bootstrap test "
+              "(simulated at each tested E), B's by the t-calibrated profile likelihood, A, a, b by a parametric "
+              "bootstrap (refits to the fitted law plus noise of the least-squares residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
               "as in the VAR paper. Hold-out: refit without the largest model and predict it.")
 
 
