@@ -15,6 +15,8 @@ import numpy as np
 
 from analysis.powerlaw import huber
 
+LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: huber_lm then does least squares
+
 # model(theta (B, p)) -> (log prediction (B, n), Jacobian (B, n, p))
 Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

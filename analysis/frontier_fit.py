@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.batched import huber_lm
+from analysis.batched import LEAST_SQUARES_DELTA, huber_lm
 from analysis.intervals import Interval, saturating_box
 
 SMOOTH_DEGREE = 3
 MIN_DOF = 2
 GRID_POINTS = 60
-LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: the batched solver does least squares
 
 
 def too_few_records(run_code: np.ndarray) -> str:

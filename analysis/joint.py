@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.batched import chinchilla_model, huber_lm
+from analysis.batched import LEAST_SQUARES_DELTA, chinchilla_model, huber_lm
 from analysis.bootstrap import draw_until, fit_rng, percentile_interval, residual_sd
 from analysis.flags import chinchilla_flags, chinchilla_interval_flags, outside_interval_flags, unique
 from analysis.joint_e_test import e_interval
@@ -40,7 +40,6 @@ CHINCHILLA_INTERVAL_METHOD = (
     "B: profile likelihood of the least-squares fit of log L, t-calibrated on n - 5 degrees of freedom; "
     "A, a, b: parametric bootstrap percentile, Huber refits to the fitted law plus normal noise of the "
     "least-squares residual sd (n - 5 degrees of freedom)")
-LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: the batched solver does least squares
 LEAST_SQUARES_E_STARTS = (0.3, 0.7, 0.95)  # extra starts of the least-squares fit: E as fractions of min L
 
 

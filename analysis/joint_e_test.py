@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.batched import Model, huber_lm
+from analysis.batched import LEAST_SQUARES_DELTA, Model, huber_lm
 from analysis.intervals import t_quantile
-from analysis.joint_profile import E_INDEX, LEAST_SQUARES_DELTA, held_fit, profile_end, sum_of_squares
+from analysis.joint_profile import E_INDEX, held_fit, profile_end, sum_of_squares
 
 N_NULL = 200          # simulated sweeps per tested value of E
 MAX_STEPS = 8         # fixed-point steps per end

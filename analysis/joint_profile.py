@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.batched import Model, chinchilla_model, huber_lm
+from analysis.batched import LEAST_SQUARES_DELTA, Model, chinchilla_model, huber_lm
 from analysis.intervals import t_quantile
 
 E_INDEX, B_INDEX = 0, 3                       # coordinates of theta = (e, a, a_exp, b, b_exp)
 SCAN_OFFSETS = 1e-3 * 2.0 ** np.arange(16)    # log units outwards from the estimate, up to ~33
 REFINE_POINTS = 16
 BRACKET_WIDTH = 1e-3                          # log units: the bracket linear interpolation works in
-LEAST_SQUARES_DELTA = 1e3  # a Huber delta far above any log residual: the batched solver does least squares
 
 
 def sum_of_squares(model: Model, theta: np.ndarray, log_y: np.ndarray) -> np.ndarray:
