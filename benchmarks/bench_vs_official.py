@@ -10,7 +10,12 @@ here. Each code base runs in its own worker process (both packages are called `m
 set of random weights and inputs, both workers load them, and the parent then alternates the arms A B A B ...
 so that load from other jobs hits both alike. Before timing, the outputs are compared: teacher-forced logits to
 float tolerance, the losses of the first training steps, and the sampled token ids exactly. A mismatch stops
-the run (exit 1) unless --no-check-exit is given.
+the run (exit 1) unless --no-check-exit is given. Each worker's peak resident memory is printed at the end.
+
+`--profile` (CPU) adds where the time goes: one profiled training step and sampling call per arm give the FLOPs of
+the matrix products (linear layers, batched attention products, convolutions) and the time in fused attention
+kernels; at the rate a plain matmul reaches on the machine, those set a floor under each arm's time, and the
+official median over ours' floor is the most any reordering of the rest could give ours.
 
 Default config (fits a 2-core CPU): depth 6 (width 384, 6 heads, the release's width rule), the release's 10
 scales at 256 px, a small VQVAE (ch 32, vocab 4096, Cvae 32). Training step = forward, cross-entropy, backward,
@@ -22,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +46,46 @@ HERE = Path(__file__).resolve().parent
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+# kernels whose time is matrix products: their FLOPs are counted by torch.profiler (with_flops)
+PRODUCT_KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+                   "aten::_slow_conv2d_forward")
+# fused attention kernels: products and softmax in one, FLOPs not counted
+FUSED_ATTENTION_KERNELS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                           "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def _profile_split(fn, device: torch.device) -> dict:
+    """One call of `fn` under torch.profiler: wall time, time in matrix-product and fused-attention kernels, the
+    products' FLOPs, and the largest other kernels (self times, in the calling thread)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        seconds = time.perf_counter() - start
+    events = prof.key_averages()
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS) / 1e6
+    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_KERNELS) / 1e6
+    others = sorted(((e.self_cpu_time_total / 1e6, e.key) for e in events
+                     if e.key not in PRODUCT_KERNELS + FUSED_ATTENTION_KERNELS), reverse=True)
+    return {"seconds": seconds, "products_s": products, "attention_s": attention,
+            "gflop": sum(e.flops for e in events) / 1e9, "top_others": others[:4]}
+
+
+def _matmul_rate(device: torch.device, width: int, tokens: int) -> float:
+    """GFLOP/s of a plain MLP-sized fp32 product (tokens x width x 4 width), best of 5: what the products can reach."""
+    x, w = torch.randn(tokens, width, device=device), torch.randn(4 * width, width, device=device)
+    best = float("inf")
+    for _ in range(6):
+        _sync(device)
+        start = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * tokens * width * 4 * width / best / 1e9
 
 
 def _build_official(cfg: dict, device: torch.device):
@@ -162,6 +208,9 @@ def worker(arm: str, cfg: dict) -> None:
                 _sync(device)
                 seconds.append(time.perf_counter() - start)
             reply = {"seconds": seconds}
+        elif op["op"] == "profile":
+            reply = {"train": _profile_split(train_step, device), "sample": _profile_split(sample, device),
+                     "matmul_gflops": _matmul_rate(device, cfg["depth"] * 64, cfg["batch"] * var.L)}
         elif op["op"] == "sample":
             seconds = []
             for _ in range(op["iters"]):
@@ -173,6 +222,7 @@ def worker(arm: str, cfg: dict) -> None:
             reply = {"seconds": seconds}
         else:
             break
+        reply["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
 
@@ -272,6 +322,9 @@ def main() -> None:
     parser.add_argument("--compile-train", action="store_true", help="ours: torch.compile the training forward")
     parser.add_argument("--compile-sampling", action="store_true", help="ours: compile the per-scale sampling step")
     parser.add_argument("--no-fused-adamw", action="store_true", help="ours: plain AdamW like the official trainer")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timings, one profiled step and call per arm: time in matrix products vs the "
+                             "rest, and the ratio ours would reach if it spent nothing outside its products (CPU)")
     parser.add_argument("--no-check-exit", action="store_true", help="time even if the outputs differ")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", help=argparse.SUPPRESS)
@@ -279,6 +332,8 @@ def main() -> None:
     if args.worker:
         worker(args.worker, json.loads(args.worker_config))
         return
+    if args.profile and args.device != "cpu":
+        parser.error("--profile splits CPU kernel times; on a GPU use the PyTorch profiler's CUDA view instead")
     if not args.official or not (Path(args.official) / "models" / "var.py").is_file():
         parser.error(f"--official {args.official!r}: expected a checkout of FoundationVision/VAR (with models/var.py)")
     with tempfile.TemporaryDirectory(prefix="bench_vs_official_") as tmp:
@@ -303,10 +358,14 @@ def main() -> None:
             for arm in arms.values():
                 arm.call(op="train", iters=1)
                 arm.call(op="sample", iters=1)
+            peak_rss = {}
             for _ in range(args.rounds):
                 for kind, iters in (("train", args.train_iters), ("sample", args.sample_iters)):
                     for name, arm in arms.items():
-                        times[(name, kind)] += arm.call(op=kind, iters=iters)["seconds"]
+                        reply = arm.call(op=kind, iters=iters)
+                        times[(name, kind)] += reply["seconds"]
+                        peak_rss[name] = reply["peak_rss_mb"]
+            profiles = {name: arm.call(op="profile") for name, arm in arms.items()} if args.profile else None
         finally:
             for arm in arms.values():
                 arm.close()
@@ -319,7 +378,29 @@ def main() -> None:
               f"(paired ratios {paired[0]:.2f}..{paired[-1]:.2f}, median {statistics.median(paired):.2f}x)")
         for name in arms:
             print(f"  {name:8s} seconds: {' '.join(f'{t:.2f}' for t in times[(name, kind)])}")
+    print(f"peak resident memory (MB): {'  '.join(f'{name} {mb:.0f}' for name, mb in peak_rss.items())}")
+    if profiles:
+        print_profiles(profiles, times)
 
+
+def print_profiles(profiles: dict, times: dict) -> None:
+    """Where the time goes, against the unprofiled medians: the products' FLOPs (counted by the profiler) at the
+    rate a plain matmul reaches here, and the ratio ours would reach if nothing else cost time."""
+    rate = statistics.median(p["matmul_gflops"] for p in profiles.values())
+    print(f"where the time goes (FLOPs and kernel times from one profiled step and call per arm; "
+          f"plain fp32 matmul here: {rate:.0f} GFLOP/s):")
+    for kind in ("train", "sample"):
+        floors = {}
+        for name, prof in profiles.items():
+            p, median = prof[kind], statistics.median(times[(name, kind)])
+            floors[name] = p["gflop"] / rate + p["attention_s"]
+            top = ", ".join(f"{key.removeprefix('aten::')} {t:.2f}" for t, key in p["top_others"])
+            print(f"  {kind:6s} {name:8s} {median:.2f} s: products {p['gflop']:.0f} GFLOP = {p['gflop'] / rate:.2f} s at "
+                  f"that rate, fused attention {p['attention_s']:.2f} s, the rest {median - floors[name]:.2f} s "
+                  f"(largest kernels, profiled s: {top})")
+        official = statistics.median(times[("official", kind)])
+        print(f"  {kind:6s} ceiling: official {official:.2f} s / ours' products and fused attention "
+              f"{floors['ours']:.2f} s = {official / floors['ours']:.2f}x if ours spent nothing on anything else")
 
 if __name__ == "__main__":
     main()
