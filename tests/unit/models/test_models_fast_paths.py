@@ -141,3 +141,36 @@ def test_cpu_training_keeps_dense_attention_when_the_block_probabilities_exceed_
     with torch.no_grad():
         var(labels, x)
     assert used, "without autograd nothing is kept, so the blocks are used whatever the budget"
+
+
+@pytest.mark.parametrize("block", ["resnet", "resnet with shortcut conv", "attention"])
+def test_in_place_residual_sums_without_grad_give_the_same_bits_and_leave_the_input_alone(block):
+    from models.vae_blocks import AttnBlock, ResnetBlock
+
+    torch.manual_seed(0)
+    module = {"resnet": lambda: ResnetBlock(32, 32), "resnet with shortcut conv": lambda: ResnetBlock(32, 64),
+              "attention": lambda: AttnBlock(32)}[block]().eval()
+    x_BCHW = torch.randn(2, 32, 8, 8)
+    kept = x_BCHW.clone()
+    with torch.enable_grad():
+        expected = module(x_BCHW).detach()
+    with torch.no_grad():
+        got = module(x_BCHW)
+    assert torch.equal(got, expected)
+    assert torch.equal(x_BCHW, kept)
+
+
+def test_decoder_without_grad_equals_its_steps_done_out_of_place():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    vae = VQVAE(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2), test_mode=True, v_patch_nums=(1, 2, 4)).eval()
+    decoder, z_BCHW = vae.decoder, torch.randn(2, 8, 4, 4)
+    kept = z_BCHW.clone()
+    with torch.no_grad():
+        got = decoder(z_BCHW)
+        h = decoder.mid(decoder.conv_in(z_BCHW))
+        for level in reversed(decoder.up):
+            h = level(h)
+        expected = decoder.conv_out(F.silu(decoder.norm_out(h)))
+    assert torch.equal(got, expected) and torch.equal(z_BCHW, kept)
