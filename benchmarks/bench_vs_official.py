@@ -69,10 +69,9 @@ def _profile_split(fn, device: torch.device) -> dict:
     events = prof.key_averages()
     products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS) / 1e6
     attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_KERNELS) / 1e6
-    others = sorted(((e.self_cpu_time_total / 1e6, e.key) for e in events
-                     if e.key not in PRODUCT_KERNELS + FUSED_ATTENTION_KERNELS), reverse=True)
     return {"seconds": seconds, "products_s": products, "attention_s": attention,
-            "gflop": sum(e.flops for e in events) / 1e9, "top_others": others[:4]}
+            "gflop": sum(e.flops for e in events) / 1e9,
+            "kernels": {e.key: (e.self_cpu_time_total / 1e6, e.count) for e in events if e.self_cpu_time_total}}
 
 
 def _matmul_rate(device: torch.device, width: int, tokens: int) -> float:
@@ -385,7 +384,8 @@ def main() -> None:
 
 def print_profiles(profiles: dict, times: dict) -> None:
     """Where the time goes, against the unprofiled medians: the products' FLOPs (counted by the profiler) at the
-    rate a plain matmul reaches here, and the ratio ours would reach if nothing else cost time."""
+    rate a plain matmul reaches here, and the ratio ours would reach if nothing else cost time; then the largest
+    kernels side by side (self times of the profiled step or call, which the profiler inflates a little)."""
     rate = statistics.median(p["matmul_gflops"] for p in profiles.values())
     print(f"where the time goes (FLOPs and kernel times from one profiled step and call per arm; "
           f"plain fp32 matmul here: {rate:.0f} GFLOP/s):")
@@ -394,13 +394,22 @@ def print_profiles(profiles: dict, times: dict) -> None:
         for name, prof in profiles.items():
             p, median = prof[kind], statistics.median(times[(name, kind)])
             floors[name] = p["gflop"] / rate + p["attention_s"]
-            top = ", ".join(f"{key.removeprefix('aten::')} {t:.2f}" for t, key in p["top_others"])
             print(f"  {kind:6s} {name:8s} {median:.2f} s: products {p['gflop']:.0f} GFLOP = {p['gflop'] / rate:.2f} s at "
-                  f"that rate, fused attention {p['attention_s']:.2f} s, the rest {median - floors[name]:.2f} s "
-                  f"(largest kernels, profiled s: {top})")
+                  f"that rate, fused attention {p['attention_s']:.2f} s, the rest {median - floors[name]:.2f} s")
         official = statistics.median(times[("official", kind)])
         print(f"  {kind:6s} ceiling: official {official:.2f} s / ours' products and fused attention "
               f"{floors['ours']:.2f} s = {official / floors['ours']:.2f}x if ours spent nothing on anything else")
+    for kind in ("train", "sample"):
+        kernels = {name: prof[kind]["kernels"] for name, prof in profiles.items()}
+        keys = sorted(set().union(*kernels.values()),
+                      key=lambda k: -max(kernels[name].get(k, (0, 0))[0] for name in kernels))
+        print(f"  {kind} kernels (self ms, calls){'':14s}" + "".join(f"{name:>16s}" for name in kernels))
+        for key in keys[:14]:
+            cells = "".join(f"{kernels[name].get(key, (0, 0))[0] * 1e3:10.1f} {kernels[name].get(key, (0, 0))[1]:5d}"
+                            for name in kernels)
+            print(f"    {key.removeprefix('aten::')[:40]:40s}{cells}")
+        totals = "".join(f"{sum(t for t, _ in kernels[name].values()) * 1e3:10.1f}      " for name in kernels)
+        print(f"    {'all profiled events':40s}{totals}")
 
 if __name__ == "__main__":
     main()
