@@ -12,10 +12,10 @@ so that load from other jobs hits both alike. Before timing, the outputs are com
 float tolerance, the losses of the first training steps, and the sampled token ids exactly. A mismatch stops
 the run (exit 1) unless --no-check-exit is given. Each worker's peak resident memory is printed at the end.
 
-`--profile` (CPU) adds where the time goes: one profiled training step and sampling call per arm give the FLOPs of
-the matrix products (linear layers, batched attention products, convolutions) and the time in fused attention
-kernels; at the rate a plain matmul reaches on the machine, those set a floor under each arm's time, and the
-official median over ours' floor is the most any reordering of the rest could give ours.
+`--profile` (CPU) adds where the time goes: three profiled training steps and sampling calls per arm give the
+FLOPs of the matrix products (linear layers, batched attention products, convolutions) and the time in fused
+attention kernels; at the rate a plain matmul reaches on the machine, those set a floor under each arm's time,
+and the official median over ours' floor is the most that any work on the rest could give ours.
 
 Default config (fits a 2-core CPU): depth 6 (width 384, 6 heads, the release's width rule), the release's 10
 scales at 256 px, a small VQVAE (ch 32, vocab 4096, Cvae 32). Training step = forward, cross-entropy, backward,
@@ -56,22 +56,21 @@ FUSED_ATTENTION_KERNELS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
                            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
-def _profile_split(fn, device: torch.device) -> dict:
-    """One call of `fn` under torch.profiler: wall time, time in matrix-product and fused-attention kernels, the
-    products' FLOPs, and the largest other kernels (self times, in the calling thread)."""
+def _profile_split(fn, device: torch.device, calls: int = 3) -> dict:
+    """`calls` calls of `fn` under torch.profiler, per call: time in matrix-product and fused-attention kernels, the
+    products' FLOPs, and every kernel's self time (in the calling thread) and call count."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        start = time.perf_counter()
-        fn()
+        for _ in range(calls):
+            fn()
         _sync(device)
-        seconds = time.perf_counter() - start
     events = prof.key_averages()
-    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS) / 1e6
-    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_KERNELS) / 1e6
-    return {"seconds": seconds, "products_s": products, "attention_s": attention,
-            "gflop": sum(e.flops for e in events) / 1e9,
-            "kernels": {e.key: (e.self_cpu_time_total / 1e6, e.count) for e in events if e.self_cpu_time_total}}
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS) / 1e6 / calls
+    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_KERNELS) / 1e6 / calls
+    return {"products_s": products, "attention_s": attention, "gflop": sum(e.flops for e in events) / 1e9 / calls,
+            "kernels": {e.key: (e.self_cpu_time_total / 1e6 / calls, e.count // calls)
+                        for e in events if e.self_cpu_time_total}}
 
 
 def _matmul_rate(device: torch.device, width: int, tokens: int) -> float:
@@ -322,7 +321,7 @@ def main() -> None:
     parser.add_argument("--compile-sampling", action="store_true", help="ours: compile the per-scale sampling step")
     parser.add_argument("--no-fused-adamw", action="store_true", help="ours: plain AdamW like the official trainer")
     parser.add_argument("--profile", action="store_true",
-                        help="after the timings, one profiled step and call per arm: time in matrix products vs the "
+                        help="after the timings, 3 profiled steps and calls per arm: time in matrix products vs the "
                              "rest, and the ratio ours would reach if it spent nothing outside its products (CPU)")
     parser.add_argument("--no-check-exit", action="store_true", help="time even if the outputs differ")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -385,9 +384,9 @@ def main() -> None:
 def print_profiles(profiles: dict, times: dict) -> None:
     """Where the time goes, against the unprofiled medians: the products' FLOPs (counted by the profiler) at the
     rate a plain matmul reaches here, and the ratio ours would reach if nothing else cost time; then the largest
-    kernels side by side (self times of the profiled step or call, which the profiler inflates a little)."""
+    kernels side by side (self times per profiled step or call, mean of 3; the profiler inflates them a little)."""
     rate = statistics.median(p["matmul_gflops"] for p in profiles.values())
-    print(f"where the time goes (FLOPs and kernel times from one profiled step and call per arm; "
+    print(f"where the time goes (FLOPs and kernel times: mean of 3 profiled steps and calls per arm; "
           f"plain fp32 matmul here: {rate:.0f} GFLOP/s):")
     for kind in ("train", "sample"):
         floors = {}
