@@ -57,20 +57,23 @@ FUSED_ATTENTION_KERNELS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
 
 
 def _profile_split(fn, device: torch.device, calls: int = 3) -> dict:
-    """`calls` calls of `fn` under torch.profiler, per call: time in matrix-product and fused-attention kernels, the
-    products' FLOPs, and every kernel's self time (in the calling thread) and call count."""
+    """`calls` calls of `fn`, each under its own torch.profiler: the products' FLOPs per call, and the least time
+    per call (over the calls) in matrix-product kernels, in fused-attention kernels and in each kernel (self time in
+    the calling thread, with its call count). The least, because on a shared machine the memory-bound kernels of
+    one call can take four times as long as those of the next."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        for _ in range(calls):
+    runs = []
+    for _ in range(calls):
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             fn()
-        _sync(device)
-    events = prof.key_averages()
-    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_KERNELS) / 1e6 / calls
-    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_KERNELS) / 1e6 / calls
-    return {"products_s": products, "attention_s": attention, "gflop": sum(e.flops for e in events) / 1e9 / calls,
-            "kernels": {e.key: (e.self_cpu_time_total / 1e6 / calls, e.count // calls)
-                        for e in events if e.self_cpu_time_total}}
+            _sync(device)
+        runs.append({e.key: (e.self_cpu_time_total / 1e6, e.count, e.flops) for e in prof.key_averages()})
+    kernels = {key: (min(run.get(key, (0.0, 0, 0))[0] for run in runs), runs[0][key][1])
+               for key in runs[0] if runs[0][key][0]}
+    return {"products_s": min(sum(run[k][0] for k in run if k in PRODUCT_KERNELS) for run in runs),
+            "attention_s": min(sum(run[k][0] for k in run if k in FUSED_ATTENTION_KERNELS) for run in runs),
+            "gflop": sum(flops for _, _, flops in runs[0].values()) / 1e9, "kernels": kernels}
 
 
 def _matmul_rate(device: torch.device, width: int, tokens: int) -> float:
@@ -384,17 +387,17 @@ def main() -> None:
 def print_profiles(profiles: dict, times: dict) -> None:
     """Where the time goes, against the unprofiled medians: the products' FLOPs (counted by the profiler) at the
     rate a plain matmul reaches here, and the ratio ours would reach if nothing else cost time; then the largest
-    kernels side by side (self times per profiled step or call, mean of 3; the profiler inflates them a little)."""
+    kernels side by side (the least self time per profiled step or call, of 3; the profiler adds a little)."""
     rate = statistics.median(p["matmul_gflops"] for p in profiles.values())
-    print(f"where the time goes (FLOPs and kernel times: mean of 3 profiled steps and calls per arm; "
+    print(f"where the time goes (FLOPs and the least kernel times of 3 profiled steps and calls per arm; "
           f"plain fp32 matmul here: {rate:.0f} GFLOP/s):")
     for kind in ("train", "sample"):
         floors = {}
         for name, prof in profiles.items():
             p, median = prof[kind], statistics.median(times[(name, kind)])
             floors[name] = p["gflop"] / rate + p["attention_s"]
-            print(f"  {kind:6s} {name:8s} {median:.2f} s: products {p['gflop']:.0f} GFLOP = {p['gflop'] / rate:.2f} s at "
-                  f"that rate, fused attention {p['attention_s']:.2f} s, the rest {median - floors[name]:.2f} s")
+            print(f"  {kind:6s} {name:8s} {median:.2f} s: products {p['gflop']:.0f} GFLOP = {p['gflop'] / rate:.2f} s "
+                  f"at that rate, fused attention {p['attention_s']:.2f} s, the rest {median - floors[name]:.2f} s")
         official = statistics.median(times[("official", kind)])
         print(f"  {kind:6s} ceiling: official {official:.2f} s / ours' products and fused attention "
               f"{floors['ours']:.2f} s = {official / floors['ours']:.2f}x if ours spent nothing on anything else")
