@@ -72,8 +72,7 @@ class AttnBlock(nn.Module):
             q_BCN.transpose(1, 2).unsqueeze(1), k_BCN.transpose(1, 2).unsqueeze(1), v_BCN.transpose(1, 2).unsqueeze(1)
         )
         h_BCHW = out_B1NC.squeeze(1).transpose(1, 2).reshape(B, C, H, W)
-        out_BCHW = self.proj_out(h_BCHW)
-        return out_BCHW.add_(x_BCHW) if not torch.is_grad_enabled() else x_BCHW + out_BCHW
+        return x_BCHW + self.proj_out(h_BCHW)  # not in place: proj_out's output is channels-last, x's layout wins
 
 
 class _Level(nn.Module):
