@@ -30,7 +30,7 @@ from analysis.batched import LEAST_SQUARES_DELTA, chinchilla_model, huber_lm
 from analysis.bootstrap import draw_until, fit_rng, percentile_interval, residual_sd
 from analysis.flags import chinchilla_flags, chinchilla_interval_flags, outside_interval_flags, unique
 from analysis.joint_e_test import e_interval
-from analysis.joint_profile import b_interval
+from analysis.joint_profile import b_interval, sum_of_squares
 from analysis.powerlaw import FitError, chinchilla_bounds, fit_chinchilla
 from analysis.results import LawFit
 
@@ -58,7 +58,7 @@ def least_squares_fit(model, huber_theta: np.ndarray, log_y: np.ndarray, lower: 
     starts[1:, 0] = np.log(np.exp(log_y).min() * np.array(LEAST_SQUARES_E_STARTS))
     theta = huber_lm(model, starts, log_y, np.ones((starts.shape[0], log_y.size)), LEAST_SQUARES_DELTA, lower,
                      upper)
-    return theta[[int(np.argmin(((model(theta)[0] - log_y) ** 2).sum(axis=1)))]]
+    return theta[[int(np.argmin(sum_of_squares(model, theta, log_y)))]]
 
 
 def fits_chinchilla(records: pd.DataFrame, options, results: list, skipped: list) -> None:

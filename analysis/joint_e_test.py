@@ -21,7 +21,7 @@ import numpy as np
 
 from analysis.batched import LEAST_SQUARES_DELTA, Model, huber_lm
 from analysis.intervals import t_quantile
-from analysis.joint_profile import E_INDEX, held_fit, profile_end, sum_of_squares
+from analysis.joint_profile import E_INDEX, held_fit, natural_ends, profile_end, sum_of_squares
 
 N_NULL = 200          # simulated sweeps per tested value of E
 MAX_STEPS = 8         # fixed-point steps per end
@@ -57,8 +57,7 @@ def e_interval(model: Model, theta_ls: np.ndarray, log_y: np.ndarray, lower: np.
             if converged:
                 break
         ends.append(end)
-    return (0.0 if ends[0] is None else float(np.exp(ends[0])),
-            np.inf if ends[1] is None else float(np.exp(ends[1])))
+    return natural_ends(*ends)
 
 
 def _signed_roots(model, value, starts, log_y, lower, upper, dof, free_theta, free_ssr) -> np.ndarray:

@@ -92,5 +92,9 @@ def b_interval(log_n: np.ndarray, log_d: np.ndarray, log_d_scale: float, log_y: 
     rise = t_quantile(level, dof) ** 2 * float(sum_of_squares(model, base[None, :], log_y)[0]) / dof
     ends = [profile_end(model, base, B_INDEX, log_y, rise, direction, direction * np.inf, lower, upper)
             for direction in (-1, 1)]
-    return (0.0 if ends[0] is None else float(np.exp(ends[0])),
-            np.inf if ends[1] is None else float(np.exp(ends[1])))
+    return natural_ends(*ends)
+
+
+def natural_ends(low: float | None, high: float | None) -> tuple[float, float]:
+    """An interval's ends from log to natural units; an end not identified (None) runs to 0 or infinity."""
+    return 0.0 if low is None else float(np.exp(low)), np.inf if high is None else float(np.exp(high))
