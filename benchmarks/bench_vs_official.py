@@ -77,7 +77,7 @@ def _profile_split(fn, device: torch.device, calls: int = 3) -> dict:
 
 
 def _matmul_rate(device: torch.device, width: int, tokens: int) -> float:
-    """GFLOP/s of a plain MLP-sized fp32 product (tokens x width x 4 width), best of 5: what the products can reach."""
+    """GFLOP/s of a plain MLP-sized fp32 product (tokens x width x 4 width), best of 6: what the products can reach."""
     x, w = torch.randn(tokens, width, device=device), torch.randn(4 * width, width, device=device)
     best = float("inf")
     for _ in range(6):
@@ -412,6 +412,7 @@ def print_profiles(profiles: dict, times: dict) -> None:
             print(f"    {key.removeprefix('aten::')[:40]:40s}{cells}")
         totals = "".join(f"{sum(t for t, _ in kernels[name].values()) * 1e3:10.1f}      " for name in kernels)
         print(f"    {'all profiled events':40s}{totals}")
+
 
 if __name__ == "__main__":
     main()

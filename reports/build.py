@@ -115,8 +115,8 @@ FIT_METHOD = ("Points against N: the final validation record of each model size;
               "over residuals within runs, re-smoothing, re-taking the frontier and re-fitting each resample. "
               "E + A/N^a + B/D^b: Huber loss on log L; E's interval by inverting a parametric-bootstrap test "
               "(simulated at each tested E), B's by the t-calibrated profile likelihood, A, a, b by a parametric "
-              "bootstrap (refits to the fitted law plus noise of the least-squares residual sd). N is in billions of parameters and C in PFLOPs (1e15 FLOPs), "
-              "as in the VAR paper. Hold-out: refit without the largest model and predict it.")
+              "bootstrap (refits to the fitted law plus noise of the least-squares residual sd). N is in billions "
+              "of parameters and C in PFLOPs (1e15 FLOPs), as in the VAR paper. Hold-out: refit without the largest model and predict it.")
 
 
 def flag_blocks(analysis: Analysis) -> list:
