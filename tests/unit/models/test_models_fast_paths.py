@@ -163,17 +163,26 @@ def test_residual_sums_without_grad_give_the_same_bits_and_layout_and_leave_the_
     assert torch.equal(x_BCHW, kept)
 
 
-def test_decoder_without_grad_equals_its_steps_done_out_of_place():
+@pytest.mark.parametrize("side", ["decoder", "encoder"])
+def test_vqvae_without_grad_equals_its_steps_done_out_of_place(side):
+    # both ends run their last SiLU in place without grad
     import torch.nn.functional as F
 
     torch.manual_seed(0)
     vae = VQVAE(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 2), test_mode=True, v_patch_nums=(1, 2, 4)).eval()
-    decoder, z_BCHW = vae.decoder, torch.randn(2, 8, 4, 4)
-    kept = z_BCHW.clone()
+    net = getattr(vae, side)
+    x_BCHW = torch.randn(2, 8, 4, 4) if side == "decoder" else torch.randn(2, 3, 16, 16)
+    kept = x_BCHW.clone()
     with torch.no_grad():
-        got = decoder(z_BCHW)
-        h = decoder.mid(decoder.conv_in(z_BCHW))
-        for level in reversed(decoder.up):
-            h = level(h)
-        expected = decoder.conv_out(F.silu(decoder.norm_out(h)))
-    assert torch.equal(got, expected) and torch.equal(z_BCHW, kept)
+        got = net(x_BCHW)
+        if side == "decoder":
+            h = net.mid(net.conv_in(x_BCHW))
+            for level in reversed(net.up):
+                h = level(h)
+        else:
+            h = net.conv_in(x_BCHW)
+            for level in net.down:
+                h = level(h)
+            h = net.mid(h)
+        expected = net.conv_out(F.silu(net.norm_out(h)))
+    assert torch.equal(got, expected) and torch.equal(x_BCHW, kept)
