@@ -19,7 +19,8 @@ and the official median over ours' floor is the most that any work on the rest c
 
 Default config (fits a 2-core CPU): depth 6 (width 384, 6 heads, the release's width rule), the release's 10
 scales at 256 px, a small VQVAE (ch 32, vocab 4096, Cvae 32). Training step = forward, cross-entropy, backward,
-grad clip 2.0, AdamW; sampling = `autoregressive_infer_cfg` (cfg 1.5, top-k 900, top-p 0.96, decode included).
+grad clip 2.0, AdamW (ours fused on CUDA only, as varscale's trainer); sampling = `autoregressive_infer_cfg`
+(cfg 1.5, top-k 900, top-p 0.96, decode included).
 """
 from __future__ import annotations
 
@@ -322,7 +323,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile-train", action="store_true", help="ours: torch.compile the training forward")
     parser.add_argument("--compile-sampling", action="store_true", help="ours: compile the per-scale sampling step")
-    parser.add_argument("--no-fused-adamw", action="store_true", help="ours: plain AdamW like the official trainer")
+    parser.add_argument("--fused-adamw", action="store_true",
+                        help="ours: fused AdamW on a CPU too (varscale's trainer fuses it on CUDA only, as here)")
     parser.add_argument("--profile", action="store_true",
                         help="after the timings, 3 profiled steps and calls per arm: time in matrix products vs the "
                              "rest, and the ratio ours would reach if it spent nothing outside its products (CPU)")
@@ -342,7 +344,8 @@ def main() -> None:
                "vae_ch": args.vae_ch, "vocab": args.vocab, "cvae": 32, "num_classes": args.num_classes,
                "batch": args.batch, "sample_batch": args.sample_batch, "device": args.device, "dtype": args.dtype,
                "threads": args.threads, "seed": args.seed, "compile_train": args.compile_train,
-               "compile_sampling": args.compile_sampling, "fused_adamw": not args.no_fused_adamw}
+               "compile_sampling": args.compile_sampling,
+               "fused_adamw": args.fused_adamw or args.device.startswith("cuda")}
         write_shared_files(cfg, Path(tmp))
         arms = {name: Arm(name, cfg) for name in ("official", "ours")}
         try:
