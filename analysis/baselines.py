@@ -190,20 +190,18 @@ def _area(a, b) -> float:
 
 
 def figure_fid_vs_params(table: pd.DataFrame) -> plt.Figure:
-    apply_style()
-    fig, ax = plt.subplots(figsize=(FULL_WIDTH, 4.2))
-    points = _scatter_families(ax, table, "params_m")
-    ax.set_xlabel("Parameters (millions)")
-    fig.tight_layout()
-    place_labels(ax, points)
-    return fig
+    return _figure_fid_vs(table, "params_m", "Parameters (millions)")
 
 
 def figure_fid_vs_time(table: pd.DataFrame) -> plt.Figure:
+    return _figure_fid_vs(table, "rel_time", "Inference time relative to VAR-d30 (= 1)")
+
+
+def _figure_fid_vs(table: pd.DataFrame, column: str, xlabel: str) -> plt.Figure:
     apply_style()
     fig, ax = plt.subplots(figsize=(FULL_WIDTH, 4.2))
-    points = _scatter_families(ax, table, "rel_time")
-    ax.set_xlabel("Inference time relative to VAR-d30 (= 1)")
+    points = _scatter_families(ax, table, column)
+    ax.set_xlabel(xlabel)
     fig.tight_layout()
     place_labels(ax, points)
     return fig

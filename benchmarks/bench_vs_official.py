@@ -57,6 +57,17 @@ FUSED_ATTENTION_KERNELS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
                            "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
+def _timed(fn, iters: int, device: torch.device) -> list[float]:
+    seconds = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def _profile_split(fn, device: torch.device, calls: int = 3) -> dict:
     """`calls` calls of `fn`, each under its own torch.profiler: the products' FLOPs per call, and the least time
     per call (over the calls) in matrix-product kernels, in fused-attention kernels and in each kernel (self time in
@@ -201,27 +212,11 @@ def worker(arm: str, cfg: dict) -> None:
                         "losses": losses}, buffer)
             (work / f"check_{arm}.pt").write_bytes(buffer.getvalue())  # scratch file in the run's temp dir
             reply = {"ok": True}
-        elif op["op"] == "train":
-            seconds = []
-            for _ in range(op["iters"]):
-                _sync(device)
-                start = time.perf_counter()
-                train_step()
-                _sync(device)
-                seconds.append(time.perf_counter() - start)
-            reply = {"seconds": seconds}
+        elif op["op"] in ("train", "sample"):
+            reply = {"seconds": _timed(train_step if op["op"] == "train" else sample, op["iters"], device)}
         elif op["op"] == "profile":
             reply = {"train": _profile_split(train_step, device), "sample": _profile_split(sample, device),
                      "matmul_gflops": _matmul_rate(device, cfg["depth"] * 64, cfg["batch"] * var.L)}
-        elif op["op"] == "sample":
-            seconds = []
-            for _ in range(op["iters"]):
-                _sync(device)
-                start = time.perf_counter()
-                sample()
-                _sync(device)
-                seconds.append(time.perf_counter() - start)
-            reply = {"seconds": seconds}
         else:
             break
         reply["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
