@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from analysis.compute import add_compute_columns  # noqa: E402
 from analysis.figures_normalised import figure_paper_normalised  # noqa: E402
@@ -38,7 +38,7 @@ from analysis.run_figures import (  # noqa: E402
     figure_per_scale_curves,
     figure_sample_grid,
 )
-from analysis.style import FULL_WIDTH, apply_style, save_figure  # noqa: E402
+from analysis.style import FULL_WIDTH, apply_style, plain_log_x_ticks, save_figure  # noqa: E402
 
 PANEL_ORDER = ("loss_last", "loss_mean", "err_last", "err_mean")
 FORM_STYLE = {"paper": dict(color="C0", linestyle="-", linewidth=1.4),
@@ -78,11 +78,7 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
     ax.set_yscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label(metric))
-    left, right = ax.get_xlim()
-    if right / left < 100:  # within two decades log labels crowd or vanish: plain 1-2-5 steps
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    plain_log_x_ticks(ax)
     low, high = ax.get_ylim()
     low = low / (high / low) ** 0.08  # room below the lowest point for its size label
     if high / low < 10:

@@ -8,6 +8,8 @@ says so instead of drawing.
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -39,8 +41,9 @@ def figure_paper_normalised(results: FitResults) -> plt.Figure:
         fit = results.get(metric, x_name, "saturating")
         reason = _unusable(fit)
         if reason:
-            ax.text(0.5, 0.5, f"not comparable:\n{reason}", ha="center", va="center", transform=ax.transAxes,
-                    fontsize=7)
+            # wrapped to the panel's width: one long line ran past both edges of the axes
+            ax.text(0.5, 0.5, "not comparable:\n" + textwrap.fill(reason, 38), ha="center", va="center",
+                    transform=ax.transAxes, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             continue

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from analysis.compute import final_records  # noqa: E402
-from analysis.style import FULL_WIDTH, apply_style  # noqa: E402
+from analysis.style import FULL_WIDTH, apply_style, plain_log_x_ticks  # noqa: E402
 
 
 def patch_nums_from_runs(table: pd.DataFrame) -> tuple[int, ...] | None:
@@ -98,6 +98,7 @@ def figure_per_scale_curves(table: pd.DataFrame, point_id: str | None = None, pa
         label = f"{patch_nums[k]}×{patch_nums[k]}" if patch_nums else f"scale {k}"
         ax.plot(run[x_column], run[column], color=color, linewidth=1.1, label=label)
     ax.set_xscale("log")
+    plain_log_x_ticks(ax)
     ax.set_xlabel("Training images seen" if x_column == "images_seen" else "Training step")
     ax.set_ylabel("Validation loss at scale (nats)")
     ax.set_title(f"Per-scale loss over training, {point_id}")

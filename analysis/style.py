@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from models.files import atomic_target  # noqa: E402
 
@@ -21,6 +22,16 @@ def apply_style() -> None:
                   rc={"font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8.5, "legend.fontsize": 6.5,
                       "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3,
                       "figure.dpi": 100, "savefig.dpi": 200, "legend.framealpha": 0.85})
+
+
+def plain_log_x_ticks(ax) -> None:
+    """On a log x axis spanning under two decades, matplotlib labels minor ticks in scientific notation, and
+    neighbours such as "3 x 10^3" and "4 x 10^3" run into each other: plain 1-2-5 steps instead."""
+    left, right = ax.get_xlim()
+    if right / left < 100:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def save_figure(fig: plt.Figure, out_dir: Path | str, stem: str, formats=("png", "pdf")) -> list[Path]:

@@ -25,7 +25,7 @@ def quality_figures(quality: dict, figure_dir: Path) -> list[tuple[Path, str]]:
     axes[0].semilogx(n, fd, "o-", color="C3")
     if all("fd_low" in r for r in rows):   # results stored before intervals existed have none
         band = np.array([[r["fd"] - r["fd_low"], r["fd_high"] - r["fd"]] for r in rows]).T
-        axes[0].errorbar(n, fd, yerr=band, fmt="none", ecolor="C3", capsize=3, label="95% interval (sampling)")
+        axes[0].errorbar(n, fd, yerr=band, fmt="none", ecolor="C3", capsize=3, label="95% interval over samples")
         axes[0].legend(fontsize=8)
     axes[0].set_ylabel(f"{quality['metric']} (lower is better)")
     for key, style in (("precision", "o-"), ("recall", "s--"), ("class_accuracy", "^:")):
@@ -56,7 +56,10 @@ def quality_figures(quality: dict, figure_dir: Path) -> list[tuple[Path, str]]:
     return [(quality_png, "Sample quality against parameters: Frechet distance, precision and recall in the "
                           "features of a small CNN the demo trains on the synthetic images (labelled "
                           "synthetic-feature FD; not comparable with Inception FID), and that network's class "
-                          "accuracy on the samples."),
+                          "accuracy on the samples. The FD's 95% intervals cover the draw of the samples only, not "
+                          "the feature network's own training, which can move every value by more than its "
+                          "interval (it learns from the tokenizer's reconstructions): read the sizes' order, not "
+                          "the gaps between them."),
             (samples_png, "Samples of every model size: one per class, the first of the quality sample set.")]
 
 

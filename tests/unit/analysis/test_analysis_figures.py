@@ -21,7 +21,7 @@ from analysis.figures import draw_all, figure_vs_compute, figure_vs_params, size
 from analysis.figures_normalised import figure_paper_normalised
 from analysis.fits import fit_sweep
 from analysis.laws import paper_law
-from analysis.run_figures import figure_per_scale, figure_sample_grid
+from analysis.run_figures import figure_per_scale, figure_per_scale_curves, figure_sample_grid
 from analysis.style import save_figure
 from analysis.synthetic import synthetic_sweep_table
 
@@ -269,3 +269,35 @@ def test_every_baseline_point_is_labelled_inside_the_axes_without_overlap():
             overlapping = [other for other in boxes[k + 1:] if box.overlaps(other)]
             assert len(overlapping) <= 1, ax.texts[k].get_text()  # at most a touch between neighbours
         matplotlib.pyplot.close(fig)
+
+
+def _visible_tick_label_boxes(ax, renderer):
+    ticks = [t for t in ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks()
+             if t.label1.get_visible() and t.label1.get_text() and ax.get_xlim()[0] <= t.get_loc() <= ax.get_xlim()[1]]
+    return [(t.label1.get_text(), t.label1.get_window_extent(renderer)) for t in ticks]
+
+
+def test_tick_labels_and_panel_notes_stay_readable(sweep):
+    table, fits = sweep
+    # the largest run's curve over under a decade of images seen: matplotlib would label the minor ticks
+    # "2 x 10^5", "3 x 10^5", ... side by side, and they touched in the demo's per-scale figure
+    largest = table[table["params_total"] == table["params_total"].max()]
+    one_decade = largest[(largest["images_seen"] >= 130_000) & (largest["images_seen"] <= 1_000_000)]
+    fig = figure_per_scale_curves(one_decade)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = _visible_tick_label_boxes(fig.axes[0], renderer)
+    assert len(labels) >= 2
+    assert all("times" not in text and "^" not in text for text, _ in labels), [text for text, _ in labels]
+    for k, (_, box) in enumerate(labels):
+        assert not any(box.overlaps(other) for _, other in labels[k + 1:]), [text for text, _ in labels]
+    matplotlib.pyplot.close(fig)
+
+    fig = figure_paper_normalised(fits)  # this sweep's E is not identified against N: panels say so in words
+    fig.canvas.draw()
+    notes = [(ax, ax.texts[0]) for ax in fig.axes if ax.texts]
+    assert notes
+    for ax, note in notes:
+        inside, box = ax.get_window_extent(renderer), note.get_window_extent(fig.canvas.get_renderer())
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, note.get_text()
+    matplotlib.pyplot.close(fig)
