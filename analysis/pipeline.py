@@ -116,9 +116,11 @@ def run_all(source: Path | str, out_dir: Path | str | None = None, options: FitO
         analysis.resolution = resolution
         analysis.comparison = comparison_table(analysis.eval_results, resolution=resolution)
         staged.append(atomic_write_text(outputs.stage / "comparison.csv", analysis.comparison.to_csv(index=False)))
-        figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir, "baselines_fid_vs_params",
-                               formats)
-        figures += save_figure(figure_fid_vs_time(analysis.comparison), figure_dir, "baselines_fid_vs_time", formats)
+        if len(analysis.comparison):  # nothing published at this resolution and nothing evaluated: no empty axes
+            figures += save_figure(figure_fid_vs_params(analysis.comparison), figure_dir, "baselines_fid_vs_params",
+                                   formats)
+            figures += save_figure(figure_fid_vs_time(analysis.comparison), figure_dir, "baselines_fid_vs_time",
+                                   formats)
         analysis.fit_files = [outputs.final(p) for p in staged]
         analysis.figures = [outputs.final(p) for p in figures]
     return analysis

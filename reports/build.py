@@ -142,6 +142,11 @@ def comparison_sections(analysis: Analysis) -> list:
     table = analysis.comparison
     columns = ["model", "family", "fid", "is", "precision", "recall", "params_m", "steps", "rel_time", "origin",
                "note", "source"]
+    if table.empty:
+        return [Text(f"Nothing to compare: analysis/data/baselines.csv has no published results at "
+                     f"{analysis.resolution}x{analysis.resolution}, and no evaluation results (RUN_DIR/eval/*.json) "
+                     "were found under the sweep. Run `varscale sample` and `varscale eval` on a run to place it "
+                     "here.")]
     blocks: list = []
     ours = table[table["origin"].str.startswith("varscale")]
     if len(ours) == len(table):

@@ -142,3 +142,16 @@ def test_report_of_a_single_run_says_why_nothing_is_fitted(tmp_path):
     assert page.count("data:image/png;base64,") == 4  # per-scale final, per-scale curves, 2 baseline plots
     assert "&quot;base_lr&quot;: 0.0001" in page  # the run's configuration, HTML-escaped
     assert main(["fit", str(run_dir)]) == 2  # the fit command alone does fail
+
+
+def test_nothing_to_compare_is_said_once_without_empty_tables_or_axes(sweep_dir, tmp_path):
+    # at 32 px nothing is published, and this copy of the sweep has no evaluation: the demo's situation
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("analysis", "eval"))
+    page = build_report(copy, n_boot=20, formats=("png",), resolution=32).read_text()
+    section = page.split("<h2>Evaluation against published baselines</h2>")[1].split("<h2>")[0]
+    assert "Nothing to compare" in section and "32x32" in section
+    assert "<table" not in section and "<img" not in section
+    assert not list((copy / "analysis" / "figures").glob("baselines_*"))
