@@ -8,6 +8,7 @@ Layout written under OUT (default: SWEEP_DIR/analysis, or TABLE_DIR/analysis for
   OUT/figures/per_scale_curves.{png,pdf}           loss of each scale over training, largest run
   OUT/figures/samples_grid.{png,pdf}               when a sample batch is given or found
   OUT/figures/baselines_fid_vs_params.{png,pdf}, baselines_fid_vs_time.{png,pdf}
+                                                   when comparison.csv has a row (published or ours)
   OUT/comparison.csv                               published results + our evaluations
 """
 from __future__ import annotations
