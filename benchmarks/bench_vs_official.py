@@ -171,18 +171,20 @@ def worker(arm: str, cfg: dict) -> None:
     amp = dict(device_type=device.type, dtype=DTYPES[cfg["dtype"]], enabled=cfg["dtype"] != "fp32")
     optimizer = torch.optim.AdamW(var.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05,
                                   fused=cfg["fused_adamw"] if arm == "ours" else None)
-    forward = var
-    if arm == "ours" and cfg["compile_train"]:
+    def forward_loss(labels, x_BLCv, ids_BL):
+        with torch.autocast(**amp):
+            logits_BLV = var(labels, x_BLCv)
+        return torch.nn.functional.cross_entropy(logits_BLV.float().view(-1, var.V), ids_BL.view(-1))
+
+    if arm == "ours" and cfg["compile_train"]:  # as harness/training/step.py: model and loss in one graph
         import torch._inductor.config as inductor_config
 
-        inductor_config.fallback_random = True  # as harness/training/step.py: the eager random numbers
-        forward = torch.compile(var)
+        inductor_config.fallback_random = True  # the eager random numbers
+        forward_loss = torch.compile(forward_loss)
 
     def train_step() -> float:
         var.train()
-        with torch.autocast(**amp):
-            logits_BLV = forward(labels, x_BLCv)
-        loss = torch.nn.functional.cross_entropy(logits_BLV.float().view(-1, var.V), ids_BL.view(-1))
+        loss = forward_loss(labels, x_BLCv, ids_BL)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
         optimizer.step()
@@ -316,7 +318,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compile-train", action="store_true", help="ours: torch.compile the training forward")
+    parser.add_argument("--compile-train", action="store_true",
+                        help="ours: torch.compile the training forward and loss (as varscale's train.compile)")
     parser.add_argument("--compile-sampling", action="store_true", help="ours: compile the per-scale sampling step")
     parser.add_argument("--fused-adamw", action="store_true",
                         help="ours: fused AdamW on a CPU too (varscale's trainer fuses it on CUDA only, as here)")

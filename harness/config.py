@@ -98,7 +98,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"
-    compile: bool = False  # torch.compile the VAR forward (+ its backward); pays off only for long runs
+    compile: bool = False  # torch.compile the VAR forward and loss (+ their backward); pays off only for long runs
     # metrics and checkpoints
     eval_every: int = 100  # steps between metric records (train and held-out); 0: only at the end
     eval_images: int = 512  # held-out images per evaluation (capped at the split size)
