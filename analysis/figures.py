@@ -80,7 +80,9 @@ def _log_axes(ax, x_label: str, metric: str, legend_room: float = 0.5) -> None:
     ax.set_ylabel(y_label(metric))
     plain_log_x_ticks(ax)
     low, high = ax.get_ylim()
-    low = low / (high / low) ** 0.08  # room below the lowest point for its size label
+    # room below the lowest point for a size label set under it (11 pt of the panel's height)
+    label_room = 11 / (ax.get_position().height * ax.figure.get_figheight() * 72)
+    low = low / (high / low) ** (label_room / (1 - legend_room - label_room))
     if high / low < 10:
         # Less than a decade of data, where log ticks would leave it unlabelled: plain, evenly stepped
         # numbers over the data only (the legend's room above stays free of ticks).
@@ -123,11 +125,17 @@ def _draw_fits(ax, results: FitResults, metric: str, x_name: str, x_grid: np.nda
 
 def _draw_points(ax, x: np.ndarray, y: np.ndarray, results: FitResults, metric: str) -> None:
     ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
-    for k, (xi, yi) in enumerate(sorted(zip(x, y))):  # alternate below/above so neighbours do not collide
-        ax.annotate(size_text(xi), (xi, yi), xytext=(2, -9 if k % 2 == 0 else 4), textcoords="offset points",
-                    fontsize=5.5, color="0.25")
     fit = results.get(metric, "N", "paper") or results.get(metric, "N", "saturating")
     held = (fit.holdout if fit is not None else {}) or {}
+    points = sorted(zip(x, y))
+    lowest = int(np.argmin([yi for _, yi in points]))
+    for k, (xi, yi) in enumerate(points):
+        # alternate below/above so that neighbours do not collide, with the lowest point's label above it (below,
+        # it ran into the x axis); the held-out ring's point gets its label clear of the ring
+        above = (k - lowest) % 2 == 0
+        ringed = "x" in held and bool(np.any(np.isclose(xi, np.atleast_1d(held["x"]))))
+        ax.annotate(size_text(xi), (xi, yi), xytext=(6 if ringed else 2, 4 if above else -9),
+                    textcoords="offset points", fontsize=5.5, color="0.25")
     if "predicted" in held:
         error = held["max_abs_rel_error"]
         ax.plot(held["x"], held["y"], "o", markersize=8, markerfacecolor="none", markeredgecolor="C3",

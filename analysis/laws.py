@@ -102,4 +102,4 @@ def format_pure_power(beta: float, alpha: float, x: str, y: str = "L") -> str:
 
 def format_saturating(e_inf: float, x0: float, alpha: float, x: str, y: str = "L") -> str:
     """E + (X0/X)^alpha written as E + C*X^-alpha with C = X0^alpha (readable where X0 is 1e-9 or 1e12)."""
-    return rf"${y}={e_inf:.3g}+{format_number(x0 ** alpha, 3)}\cdot {x}^{{{-alpha:.3g}}}$"
+    return rf"${y}={format_number(e_inf, 3)}+{format_number(x0 ** alpha, 3)}\cdot {x}^{{{-alpha:.3g}}}$"

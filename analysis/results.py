@@ -77,7 +77,7 @@ class LawFit:
             return format_coefficient_power(float(coefficient), p["alpha"], self.x, y)
         if self.form == "saturating":
             return format_saturating(p["E"], p["X0"], p["alpha"], self.x, y)
-        return (rf"${y}={p['E']:.3g}+{format_number(p['A'])}/N^{{{p['a']:.3g}}}"
+        return (rf"${y}={format_number(p['E'], 3)}+{format_number(p['A'])}/N^{{{p['a']:.3g}}}"
                 rf"+{format_number(p['B'])}/D^{{{p['b']:.3g}}}$")
 
     def ci_text(self, name: str) -> str:

@@ -301,3 +301,25 @@ def test_tick_labels_and_panel_notes_stay_readable(sweep):
         inside, box = ax.get_window_extent(renderer), note.get_window_extent(fig.canvas.get_renderer())
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1, note.get_text()
     matplotlib.pyplot.close(fig)
+
+
+def test_size_labels_of_figure5_stay_inside_the_axes_and_off_the_held_out_ring(sweep):
+    _, fits = sweep
+    fig = figure_vs_params(fits)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text().endswith(("k", "M", "B"))]
+        if not labels:
+            continue
+        inside = ax.get_window_extent(renderer)
+        ring = next(line for line in ax.get_lines() if line.get_label().startswith("held out"))
+        ring_xy = ax.transData.transform(np.column_stack([ring.get_xdata(), ring.get_ydata()]))[0]
+        ring_radius = (ring.get_markersize() + ring.get_markeredgewidth()) / 2 * fig.dpi / 72  # to its outer edge
+        for label in labels:
+            box = label.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0, label.get_text()
+            nearest_x = min(max(ring_xy[0], box.x0), box.x1)
+            nearest_y = min(max(ring_xy[1], box.y0), box.y1)
+            assert np.hypot(nearest_x - ring_xy[0], nearest_y - ring_xy[1]) >= ring_radius, label.get_text()
+    matplotlib.pyplot.close(fig)
