@@ -25,14 +25,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_two_gloo_processes_match_one_process(tmp_path, compiled):
+    """With `compile: true` the two ranks compile the forward and the loss around the DDP-wrapped model, and the
+    records still match one eager process."""
     torch.set_num_threads(1)
     tokenizer = make_tokenizer(tmp_path / "tokenizer.safetensors")
     # randomness that depends on the rank layout (cond-drop, drop-path) is off so the runs must agree
     config = tiny_run_config(tokenizer, model_preset="VAR-mini-d2", total_steps=6, eval_every=3,
                              checkpoint_every_steps=3, cond_drop_rate=0.0, drop_path_rate=0.0)
     single = write_run(tmp_path / "single", config)
-    double = write_run(tmp_path / "double", config)
+    double = write_run(tmp_path / "double", {**config, "compile": compiled})
     train_run(single)
 
     port = str(_free_port())
