@@ -208,6 +208,13 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, a plain JSON tree
 
 
+def as_current(cls: type, stored: dict[str, Any]) -> dict[str, Any]:
+    """A config that an earlier varscale stored, as this version reads it: fields added since take their defaults
+    (a new field defaults to the behaviour before it), so an upgrade alone never makes a stored run look changed.
+    A field this version no longer has raises ConfigError naming it."""
+    return to_dict(from_dict(cls, stored))
+
+
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError naming the option."""
     if not isinstance(data, dict):

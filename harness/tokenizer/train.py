@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from harness.config import (
     ConfigError,
     TokenizerTrainConfig,
+    as_current,
     first_difference,
     load_json,
     to_dict,
@@ -135,11 +136,22 @@ def check_resumable(cfg: TokenizerTrainConfig, out_dir: Path) -> None:
     saved_path = Path(out_dir) / "config.json"
     if not saved_path.is_file():
         return
-    saved = load_json(saved_path)
+    try:
+        saved = as_current(TokenizerTrainConfig, load_json(saved_path))
+    except ConfigError as exc:
+        raise ConfigError(f"{out_dir} holds a tokenizer whose config this varscale cannot read ({exc}); use a new "
+                          "--out, or continue it with the varscale that wrote it") from None
     if saved != to_dict(cfg):
         diff = first_difference(saved, to_dict(cfg), wanted_word="asked")
         raise ConfigError(f"{out_dir} holds a tokenizer of another config ({diff}); use a new --out, or run "
                           "without --config/--set to continue that one")
+
+
+def _stored_config(stored: Any) -> dict[str, Any] | None:
+    try:
+        return as_current(TokenizerTrainConfig, stored)
+    except ConfigError:
+        return None  # not this version's config: trained again, as for any other config
 
 
 def _train_locked(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
@@ -150,7 +162,7 @@ def _train_locked(cfg: TokenizerTrainConfig, out_dir: Path) -> dict[str, Any]:
     done = out_dir / "summary.json"
     if done.exists() and (out_dir / "tokenizer.safetensors").exists():
         summary = json.loads(done.read_text())
-        if summary.get("config") == to_dict(cfg):
+        if _stored_config(summary.get("config")) == to_dict(cfg):
             return summary  # finished: rewriting the file would change its sha256 and orphan token caches
     save_json(out_dir / "config.json", to_dict(cfg))
     device = resolve_device(cfg.device)

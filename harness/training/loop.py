@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.config import ConfigError, TrainConfig, from_dict, load_json, to_dict
+from harness.config import ConfigError, TrainConfig, as_current, from_dict, load_json, to_dict
 from harness.data.images import GlobalBatchSampler, build_image_datasets, collate
 from harness.data.token_cache import TokenCacheData, check_compatible, read_header
 from harness.distributed import (
@@ -107,6 +107,16 @@ OPERATIONAL_OPTIONS = {"checkpoint_every_steps", "checkpoint_every_minutes", "pe
                        "data.workers", "device"}
 
 
+def _as_current_config(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint's config as this version reads it (harness.config.as_current): an upgrade alone does not
+    refuse a resume."""
+    try:
+        return as_current(TrainConfig, saved)
+    except ConfigError as exc:
+        raise ResumeRefused(f"{path} was written by a varscale whose config this one cannot read ({exc}); "
+                            "resume it with that version, or start a new run dir") from None
+
+
 def _check_same_config(saved: dict[str, Any], current: dict[str, Any], path: Path, prefix: str = "") -> None:
     for key in sorted(set(saved) | set(current)):
         name = prefix + key
@@ -156,7 +166,8 @@ class _Run:
             return
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ResumeRefused(f"{self.checkpointer.last_path}: unknown checkpoint format {state.get('format')!r}")
-        _check_same_config(state["config"], to_dict(self.cfg), self.checkpointer.last_path)
+        _check_same_config(_as_current_config(state["config"], self.checkpointer.last_path), to_dict(self.cfg),
+                           self.checkpointer.last_path)
         self.trainer.load_state_dict(state["trainer"])
         self.step, self.wall_time_s = int(state["step"]), float(state["wall_time_s"])
         self.unreadable = int(state.get("unreadable_images", 0)) if self.env.is_main else 0  # saved as a total

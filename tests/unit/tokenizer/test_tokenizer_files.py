@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from pathlib import Path
 
 import torch
 from harness_helpers import TINY_VQVAE, make_tokenizer, run_cli
@@ -44,6 +45,19 @@ def test_existing_output_resumes_only_with_its_own_config(tmp_path):
     same = run_cli("tokenizer", "train", "--out", str(out))  # no options: the stored config, already finished
     assert same.returncode == 0 and json.loads(same.stdout)["sha256"] == sha
     assert _snapshot(out) == before
+
+    # as a varscale from before two config fields wrote it: still this tokenizer, finished, nothing rewritten
+    for name in ("config.json", "summary.json"):
+        stored = json.loads((out / name).read_text())
+        config = stored if name == "config.json" else stored["config"]
+        del config["dead_code_every"], config["data"]["workers"]  # both at their defaults here
+        (out / name).write_text(json.dumps(stored))
+    older = _snapshot(out)
+    upgraded = run_cli("tokenizer", "train", "--out", str(out), "--config", str(tmp_path / "tok.json"))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["sha256"] == sha
+    assert (out / "tokenizer.safetensors").read_bytes() == before[Path("tokenizer.safetensors")][0]
+    assert older[Path("tokenizer.safetensors")] == _snapshot(out)[Path("tokenizer.safetensors")]
 
 
 def test_damaged_tokenizer_files_are_one_line(tmp_path, capsys):

@@ -20,7 +20,7 @@ from harness_helpers import (
 
 from harness.training.checkpointer import Checkpointer
 from harness.training.control import TrainControl
-from harness.training.loop import train_run
+from harness.training.loop import ResumeRefused, train_run
 from harness.training.step import NonFiniteLossError
 
 CONTRACT_FIELDS = ("split", "step", "images_seen", "tokens_seen", "train_flops", "wall_time_s", "throughput_img_s",
@@ -194,7 +194,8 @@ def test_compiled_step_with_its_loss_matches_the_eager_one(tmp_path, tokenizer, 
     a, b = (load_file(run / "final" / "model.safetensors") for run in (eager, compiled))
     assert a.keys() == b.keys()
     for name, value in a.items():
-        torch.testing.assert_close(b[name], value, atol=1e-5, rtol=1e-4, msg=name)  # Adam amplifies roundings of tiny grads
+        # Adam amplifies the roundings of tiny gradients
+        torch.testing.assert_close(b[name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, tokenizer):
@@ -232,6 +233,25 @@ def test_resume_refuses_a_changed_config(tmp_path, tokenizer):
     config["base_lr"], config["checkpoint_every_steps"] = 0.1, 1  # an operational option may change
     (run / "config.json").write_text(json.dumps(config))
     assert train_run(run)["state"] == "finished"
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tokenizer):
+    """An upgrade that adds a config field (with the old behaviour as its default) must not refuse old runs; a
+    checkpoint whose config names a field this version does not know is refused, naming it."""
+    torch.set_num_threads(1)
+    run = write_run(tmp_path / "run", tiny_run_config(tokenizer, total_steps=4, eval_every=2,
+                                                       checkpoint_every_steps=2))
+    train_run(run)
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    older = json.loads(json.dumps(state["config"]))
+    del older["compile"], older["data"]["workers"]  # as a version without these fields wrote it
+    torch.save({**state, "config": older}, last)
+    assert train_run(run)["state"] == "finished"
+
+    torch.save({**state, "config": {**state["config"], "retired_option": 1}}, last)
+    with pytest.raises(ResumeRefused, match="retired_option"):
+        train_run(run)
 
 
 def test_missing_dataset_directory_fails_the_run_with_a_clear_error(tmp_path, tokenizer):
