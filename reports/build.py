@@ -54,8 +54,9 @@ FIGURE_ORDER = ("fig5_scaling_vs_params", "fig6_scaling_vs_compute", "samples_gr
 
 
 def plain_equation(mathtext: str) -> str:
-    """Mathtext legend equation as plain text: $L=(2.0\\cdot N)^{-0.23}$ -> L=(2.0·N)^-0.23."""
-    text = mathtext.strip("$").replace(r"\cdot ", "·").replace(r"\times", "×")
+    """Mathtext legend equation as plain text: $L=(2.0\\cdot N)^{-0.23}$ -> L=(2.0·N)^-0.23. Its terms are set
+    apart (" + "): a law with three terms has no other place to wrap, and pushed the fits table off the page."""
+    text = mathtext.strip("$").replace(r"\cdot ", "·").replace(r"\times", "×").replace("+", " + ")
     return re.sub(r"\^\{([^}]*)\}", r"^\1", text)
 
 

@@ -155,3 +155,12 @@ def test_nothing_to_compare_is_said_once_without_empty_tables_or_axes(sweep_dir,
     assert "Nothing to compare" in section and "32x32" in section
     assert "<table" not in section and "<img" not in section
     assert not list((copy / "analysis" / "figures").glob("baselines_*"))
+
+
+def test_laws_in_the_fits_table_can_wrap_between_their_terms():
+    from reports.build import plain_equation
+
+    three_terms = plain_equation(r"$L=4.80\times10^{-11}+4.6/N^{0.0573}+7.6\times10^{39}/D^{10.2}$")
+    assert three_terms == "L=4.80×10^-11 + 4.6/N^0.0573 + 7.6×10^39/D^10.2"
+    assert max(len(part) for part in three_terms.split()) <= 16  # no unbreakable run as wide as the whole law
+    assert plain_equation(r"$L=1.57\cdot N^{-0.0603}$") == "L=1.57·N^-0.0603"
