@@ -127,13 +127,14 @@ def _draw_points(ax, x: np.ndarray, y: np.ndarray, results: FitResults, metric: 
     ax.plot(x, y, "o", color="k", markersize=3.5, linestyle="none", label=f"runs ({len(x)})")
     fit = results.get(metric, "N", "paper") or results.get(metric, "N", "saturating")
     held = (fit.holdout if fit is not None else {}) or {}
+    ringed_x = np.atleast_1d(held["x"]) if "predicted" in held else np.array([])  # the ring drawn below
     points = sorted(zip(x, y))
     lowest = int(np.argmin([yi for _, yi in points]))
     for k, (xi, yi) in enumerate(points):
         # alternate below/above so that neighbours do not collide, with the lowest point's label above it (below,
         # it ran into the x axis); the held-out ring's point gets its label clear of the ring
         above = (k - lowest) % 2 == 0
-        ringed = "x" in held and bool(np.any(np.isclose(xi, np.atleast_1d(held["x"]))))
+        ringed = bool(np.any(np.isclose(xi, ringed_x)))
         ax.annotate(size_text(xi), (xi, yi), xytext=(6 if ringed else 2, 4 if above else -9),
                     textcoords="offset points", fontsize=5.5, color="0.25")
     if "predicted" in held:
